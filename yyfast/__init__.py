@@ -1,0 +1,15 @@
+"""yyfast: fast Yin Yang Convolutional Nets (YYNet) for PyTorch.
+
+Public API: ``YYNet``, ``create_model``, ``list_models``, ``YYNetConfig``, ``backends``,
+``ops`` (the fused ops), ``convert_original_checkpoint``.
+"""
+__version__ = "0.1.0"
+
+from . import ops
+from .backends import backends
+from .config import PARAMETER_COUNTS, YYNetConfig, get_config, list_models
+from .convert import convert_original_checkpoint
+from .model import YYNet, create_model
+
+__all__ = ["YYNet", "YYNetConfig", "create_model", "list_models", "get_config", "backends", "ops",
+           "convert_original_checkpoint", "PARAMETER_COUNTS", "__version__"]
