@@ -6,7 +6,7 @@ Public API: ``YYNet``, ``create_model``, ``list_models``, ``YYNetConfig``, ``bac
 __version__ = "0.1.0"
 
 from . import ops
-from .backends import backends
+from .availability import backends
 from .config import PARAMETER_COUNTS, YYNetConfig, get_config, list_models
 from .convert import convert_original_checkpoint
 from .model import YYNet, create_model

@@ -11,7 +11,7 @@ def collect() -> dict:
     import torch
 
     from . import __version__
-    from .backends import backends
+    from .availability import backends
 
     try:
         import triton

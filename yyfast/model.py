@@ -18,7 +18,7 @@ def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not valid; allowed values: {', '.join(map(repr, BACKENDS))}")
     if backend in ("triton", "cuda"):
-        from .backends import backends
+        from .availability import backends
 
         info = backends()[backend]
         if not info["available"]:

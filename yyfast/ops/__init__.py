@@ -47,7 +47,7 @@ def _backend_module(name: str):
 
 def resolve_backend(backend: str, device: torch.device, training: bool = True) -> str:
     """The concrete backend for ``backend`` on ``device``; raises ``RuntimeError`` if unavailable."""
-    from ..backends import auto_backend, backends
+    from ..availability import auto_backend, backends
 
     if backend == "auto":
         return auto_backend(device, training)
