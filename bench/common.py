@@ -1,0 +1,273 @@
+"""Shared pieces of the benchmark scripts: device description, timing, result files, tables.
+
+Timing: a warm-up, then up to ``reps`` timed repetitions (fewer if ``budget_s`` runs out, never
+fewer than one), and the *median* is reported. On a GPU each repetition is bracketed by CUDA
+events (so host overhead between launches counts only where it stalls the GPU); on the CPU by
+``time.perf_counter``. Peak memory is ``torch.cuda.max_memory_allocated`` over the timed
+repetitions on a GPU; on the CPU it is reported as null (torch's CPU allocator has no peak
+counter, and neither tracemalloc nor the process RSS measures the tensors of one step honestly).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+PEAK_MEM_NOTE_CPU = "null on CPU: torch's CPU allocator keeps no peak counter (RSS would count the whole process)"
+PEAK_MEM_NOTE_GPU = "torch.cuda.max_memory_allocated over the timed repetitions, MiB"
+
+
+# -- device and environment ------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    """``auto`` is the GPU when one is visible, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device={name!r} is not valid; allowed values: 'auto', 'cpu', 'cuda'")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device=cuda was asked for but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{_cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def device_slug(device: torch.device) -> str:
+    """A short file-name-safe name: ``nvidia-h100-80gb-hbm3`` or ``cpu-2core``."""
+    if device.type == "cuda":
+        return slugify(torch.cuda.get_device_name(device))
+    return f"cpu-{os.cpu_count()}core"
+
+
+def versions() -> Dict[str, Optional[str]]:
+    import yyfast
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:  # not installed or broken: the triton rows are skipped with the reason
+        triton_version = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "triton": triton_version, "yyfast": yyfast.__version__}
+
+
+def git_commit() -> Dict[str, object]:
+    """The commit measured and whether the working tree had uncommitted changes.
+
+    ``YYFAST_COMMIT`` overrides (for a copy of the tree without ``.git``, e.g. on the GPU machine).
+    """
+    env = os.environ.get("YYFAST_COMMIT")
+    if env:
+        return {"commit": env, "dirty": None}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        return {"commit": commit or "unknown", "dirty": bool(status)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def header(device: torch.device, config: dict) -> dict:
+    commit = git_commit()
+    return {"device": device_name(device), "device_type": device.type, "device_slug": device_slug(device),
+            "versions": versions(), "commit": commit["commit"], "dirty": commit["dirty"],
+            "date": datetime.date.today().isoformat(), "config": config,
+            "peak_mem_note": PEAK_MEM_NOTE_GPU if device.type == "cuda" else PEAK_MEM_NOTE_CPU}
+
+
+# -- timing ----------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    ms: float                 # median over the timed repetitions
+    reps: int                 # how many repetitions were timed
+    peak_mem_mb: Optional[float]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, reps: int,
+            budget_s: Optional[float] = None) -> Timing:
+    """Median milliseconds of ``fn()`` after ``warmup`` untimed calls.
+
+    ``budget_s`` bounds the timed part: repetitions stop once that much wall time has passed
+    (at least one is always timed), so a slow configuration on a small CPU cannot run away.
+    """
+    if warmup < 0 or reps < 1:
+        raise ValueError(f"warmup={warmup} and reps={reps} must be >= 0 and >= 1")
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times: List[float] = []
+    start_wall = time.perf_counter()
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        if budget_s is not None and time.perf_counter() - start_wall > budget_s:
+            break
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return Timing(ms=statistics.median(times), reps=len(times), peak_mem_mb=peak)
+
+
+# -- output ----------------------------------------------------------------------------------
+@dataclass
+class Skipped:
+    what: str
+    reason: str
+
+
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_json(path: Optional[str], head: dict, results: List, skipped: List[Skipped], extra: Optional[dict] = None
+               ) -> None:
+    """Write (or rewrite: the scripts call this after every configuration) the result file."""
+    if not path:
+        return
+    doc = dict(head)
+    if extra:
+        doc.update(extra)
+    doc["results"] = [dataclasses.asdict(r) for r in results]
+    doc["skipped"] = [dataclasses.asdict(s) for s in skipped]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(out)  # atomic, so a run killed by a timeout leaves the last complete file
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(columns: List[str], rows: List[List[object]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_text(path: Optional[str], text: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+
+
+def set_dynamo_limits() -> None:
+    """Every configuration compiles afresh; lift the recompile limit so none falls back to eager."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 256)
+
+
+def backend_rows(device: torch.device) -> Dict[str, Optional[str]]:
+    """``{backend: None if it can be benchmarked on device, else the reason}`` for the non-reference backends.
+
+    Triton under ``TRITON_INTERPRET=1`` runs in Triton's Python interpreter: correct, but not a
+    performance path, so it is reported as skipped rather than timed.
+    """
+    import yyfast
+
+    out: Dict[str, Optional[str]] = {}
+    for name, info in yyfast.backends().items():
+        if name == "reference":
+            continue
+        if device.type not in info.get("devices", []):
+            out[name] = f"not available on {device.type}: {info.get('reason') or 'no reason given'}"
+        elif name == "triton" and os.environ.get("TRITON_INTERPRET", "0") == "1":
+            out[name] = "TRITON_INTERPRET=1: Triton's interpreter is a correctness tool, not timed"
+        else:
+            out[name] = None
+    return out
+
+
+@dataclass
+class Goal:
+    name: str
+    target: str
+    measured: Optional[float] = None
+    met: Optional[bool] = None
+    note: str = ""
+
+
+def goals_markdown(goals: List[Goal]) -> str:
+    rows = [[g.name, g.target, fmt(g.measured), {True: "met", False: "NOT met", None: "n/a"}[g.met], g.note]
+            for g in goals]
+    return markdown_table(["goal", "target", "measured", "status", "note"], rows)
+
+
+def parse_int_list(text: str, name: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not valid; it must be a comma-separated list of positive integers")
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"{name}={text!r} is not valid; it must be a comma-separated list of positive integers")
+    return values
+
+
+def parse_choice_list(text: str, name: str, allowed) -> List[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise ValueError(f"{name}={text!r} is not valid; allowed values: {', '.join(allowed)}")
+    return values
+
+

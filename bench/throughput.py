@@ -1,0 +1,392 @@
+"""Whole-network throughput: a training step and inference, per implementation available here.
+
+``python bench/throughput.py [--model yynet_small_64] [--json PATH] [--md PATH] [--plot PATH]``
+
+Implementations (rows appear as the pieces exist; a missing one is listed under "skipped"):
+
+* ``eager``: ``create_model(name, backend="reference")``, the pure-PyTorch network;
+* ``compile``: the same under ``torch.compile`` (mode ``max-autotune`` on a GPU, default on CPU);
+* ``yyfast-<b>``: ``create_model(name, backend=b)`` for every available non-reference backend;
+* ``yyfast-<b>+compile``: that model under ``torch.compile``;
+* ``optimized`` / ``optimized+cudagraph``: ``yyfast.optimize_for_inference(model)`` (eval only).
+
+Training step = forward, cross-entropy, backward, AdamW step (``set_to_none`` zero-grad).
+Inference = eval mode under ``torch.no_grad``. Inputs are channels_last; dtypes fp32 and (on a
+GPU) bf16 autocast. Each row: median ms per step, images/s, peak memory, and the speedup over
+``eager`` at the same mode, dtype and batch. See ``bench/common.py`` for how time and memory are
+measured. On the CPU the compiled rows are opt-in (``--impls``): inductor needs minutes here.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+MODES = ("train", "eval")
+IMPL_FAMILIES = ("eager", "compile", "yyfast", "yyfast+compile", "optimized", "optimized+cudagraph")
+
+
+@dataclass
+class Config:
+    model: str = "yynet_small_64"
+    device: str = "auto"
+    train_batches: List[int] = field(default_factory=list)
+    eval_batches: List[int] = field(default_factory=list)
+    dtypes: List[str] = field(default_factory=list)
+    impls: List[str] = field(default_factory=list)
+    modes: List[str] = field(default_factory=lambda: list(MODES))
+    warmup: int = 2
+    reps: int = 20
+    budget_s: float = 10.0
+    deadline_s: Optional[float] = None
+    compile_mode: Optional[str] = None
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    impl: str
+    mode: str
+    dtype: str
+    batch: int
+    ms: float
+    images_per_s: float
+    peak_mem_mb: Optional[float]
+    speedup_vs_eager: Optional[float]
+    reps: int
+
+
+def default_config(dev: torch.device, **overrides) -> Config:
+    """GPU: train 64 and 256, eval 1024, fp32 and bf16, every implementation. CPU (2 cores here):
+    train 64, eval 256, fp32, no compiled rows, 3 reps, so a bare run ends within 2 minutes."""
+    if dev.type == "cuda":
+        cfg = Config(train_batches=[64, 256], eval_batches=[1024], dtypes=["bf16", "fp32"],
+                     impls=list(IMPL_FAMILIES), warmup=3, reps=20, budget_s=10.0, compile_mode="max-autotune")
+    else:
+        cfg = Config(train_batches=[64], eval_batches=[256], dtypes=["fp32"],
+                     impls=["eager", "yyfast", "optimized"], warmup=1, reps=3, budget_s=8.0, compile_mode="default")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    return cfg
+
+
+# -- building the implementations -----------------------------------------------------------
+@dataclass
+class Impl:
+    name: str
+    family: str
+    backend: str                      # create_model backend
+    compiled: bool = False
+    optimized: bool = False
+    cudagraph: bool = False
+
+
+def list_impls(cfg: Config, device: torch.device, skipped: List[common.Skipped]) -> List[Impl]:
+    import yyfast
+
+    impls: List[Impl] = []
+    wanted = set(cfg.impls)
+    if "eager" in wanted:
+        impls.append(Impl("eager", "eager", "reference"))
+    if "compile" in wanted:
+        impls.append(Impl("compile", "compile", "reference", compiled=True))
+    for backend, reason in common.backend_rows(device).items():
+        for family, compiled in (("yyfast", False), ("yyfast+compile", True)):
+            if family not in wanted:
+                continue
+            name = f"yyfast-{backend}" + ("+compile" if compiled else "")
+            if reason:
+                skipped.append(common.Skipped(name, reason))
+            else:
+                impls.append(Impl(name, family, backend, compiled=compiled))
+    for family, graph in (("optimized", False), ("optimized+cudagraph", True)):
+        if family not in wanted:
+            continue
+        if not hasattr(yyfast, "optimize_for_inference"):
+            skipped.append(common.Skipped(family, "yyfast.optimize_for_inference does not exist yet"))
+        elif graph and device.type != "cuda":
+            skipped.append(common.Skipped(family, "CUDA graphs need a GPU"))
+        else:
+            impls.append(Impl(family, family, "auto", optimized=True, cudagraph=graph))
+    return impls
+
+
+def _call_optimize(model: torch.nn.Module, impl: Impl, batch: int, dtype: Optional[torch.dtype],
+                   device: torch.device):
+    """``yyfast.optimize_for_inference`` with only the keyword arguments its signature accepts."""
+    import yyfast
+
+    fn = yyfast.optimize_for_inference
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kwargs = {}
+    if impl.cudagraph:
+        if "cuda_graph" not in params:
+            raise NotImplementedError("optimize_for_inference has no cuda_graph option")
+        kwargs["cuda_graph"] = True
+    for key in ("batch_size", "max_batch_size"):
+        if key in params:
+            kwargs[key] = batch
+    if "example_input" in params:
+        kwargs["example_input"] = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    if dtype is not None and "dtype" in params:
+        kwargs["dtype"] = dtype
+    return fn(model, **kwargs)
+
+
+def build_step(impl: Impl, cfg: Config, mode: str, dtype_name: str, batch: int, device: torch.device
+               ) -> Callable[[], object]:
+    """A closure running one training step or one inference batch of ``impl``."""
+    import yyfast
+    from yyfast.config import INPUT_SIZES
+
+    torch.manual_seed(cfg.seed)
+    dtype = DTYPES[dtype_name]
+    model = yyfast.create_model(cfg.model, backend=impl.backend).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, *INPUT_SIZES[cfg.model], device=device).to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+    if mode == "eval":
+        model.eval()
+        if impl.optimized:
+            model = _call_optimize(model, impl, batch, dtype, device)
+        net = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if impl.compiled else model
+
+        def infer():
+            with torch.no_grad(), autocast():
+                return net(x)
+        return infer
+    model.train()
+    net = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if impl.compiled else model
+    target = torch.randint(0, model.config.num_classes, (batch,), device=device)
+    # fused=True is the fast AdamW on a GPU; every implementation gets the same optimizer.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+
+    def train_step():
+        with autocast():
+            loss = F.cross_entropy(net(x), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+    return train_step
+
+
+# -- the run ---------------------------------------------------------------------------------
+def configurations(cfg: Config, impls: List[Impl], device: torch.device) -> List[Tuple[Impl, str, str, int]]:
+    """Every uncompiled row first (eager first of all: speedups need it), then the compiled rows,
+    whose compilation takes longest: a run cut short by a deadline or timeout loses those only."""
+    out = []
+    for dtype in cfg.dtypes:
+        for mode in cfg.modes:
+            for batch in (cfg.train_batches if mode == "train" else cfg.eval_batches):
+                for impl in impls:
+                    if impl.optimized and mode == "train":
+                        continue  # optimize_for_inference gives an eval-only model
+                    out.append((impl, mode, dtype, batch))
+    return sorted(out, key=lambda cfg_: cfg_[0].compiled)  # stable: keeps the order within each group
+
+
+def compute_goals(results: List[Result], device: torch.device, model: str) -> List[common.Goal]:
+    def ms(impl_prefix: str, mode: str, dtype: str, batch: int, exact: bool = False) -> Optional[float]:
+        rows = [r for r in results if r.mode == mode and r.dtype == dtype and r.batch == batch
+                and (r.impl == impl_prefix if exact else r.impl.startswith(impl_prefix))]
+        return min((r.ms for r in rows), default=None)
+
+    def goal(name, target, base, fast, threshold, note):
+        if base is None or fast is None:
+            return common.Goal(name, target, None, None, note + " (not measured in this run)")
+        ratio = base / fast
+        return common.Goal(name, target, ratio, ratio >= threshold, note)
+
+    goals = []
+    if device.type == "cuda":
+        if model != "yynet_small_64":
+            return goals
+        best_yy = ms("yyfast-", "train", "bf16", 64)
+        goals.append(goal("train bf16 b64 vs eager", ">= 2.5x", ms("eager", "train", "bf16", 64, True), best_yy, 2.5,
+                          "best yyfast-* row"))
+        goals.append(goal("train bf16 b64 vs compile", ">= 1.3x", ms("compile", "train", "bf16", 64, True), best_yy,
+                          1.3, "best yyfast-* row"))
+        best_inf = min([v for v in (ms("yyfast-", "eval", "bf16", 1024), ms("optimized", "eval", "bf16", 1024))
+                        if v is not None], default=None)
+        goals.append(goal("eval bf16 b1024 vs compile", ">= 1.5x", ms("compile", "eval", "bf16", 1024, True),
+                          best_inf, 1.5, "best yyfast-*/optimized* row"))
+    elif model == "yynet_small_64":
+        goals.append(goal("CPU eval fp32 b256, C++ ops vs eager", ">= 1.3x", ms("eager", "eval", "fp32", 256, True),
+                          ms("yyfast-cuda", "eval", "fp32", 256, True), 1.3, "yyfast-cuda backend on CPU tensors"))
+    return goals
+
+
+def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = None, plot_path: Optional[str] = None,
+        progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    device = common.pick_device(cfg.device)
+    if device.type == "cpu" and "bf16" in cfg.dtypes:
+        pass  # allowed when asked for explicitly (CPU autocast supports bf16), just slow
+    common.set_dynamo_limits()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    skipped: List[common.Skipped] = []
+    impls = list_impls(cfg, device, skipped)
+    head = common.header(device, asdict(cfg))
+    results: List[Result] = []
+    eager_ms = {}
+    started = time.perf_counter()
+    todo = configurations(cfg, impls, device)
+    bar = tqdm(todo, desc="throughput", unit="config", disable=not progress, file=sys.stderr)
+    for impl, mode, dtype, batch in bar:
+        what = f"{impl.name} {mode} {dtype} b{batch}"
+        bar.set_postfix_str(what)
+        if cfg.deadline_s is not None and time.perf_counter() - started > cfg.deadline_s:
+            skipped.append(common.Skipped(what, f"--deadline-s {cfg.deadline_s:g} s reached before this configuration"))
+            continue
+        try:
+            step = build_step(impl, cfg, mode, dtype, batch, device)
+            timing = common.time_fn(step, device, cfg.warmup, cfg.reps, cfg.budget_s)
+        except Exception as exc:  # a missing kernel, an unsupported option, out of memory: report, go on
+            skipped.append(common.Skipped(what, common.short_error(exc)))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        finally:
+            step = None
+            if impl.compiled:
+                torch._dynamo.reset()
+        if impl.name == "eager":
+            eager_ms[(mode, dtype, batch)] = timing.ms
+        base = eager_ms.get((mode, dtype, batch))
+        results.append(Result(impl.name, mode, dtype, batch, round(timing.ms, 4), round(batch / timing.ms * 1e3, 2),
+                              None if timing.peak_mem_mb is None else round(timing.peak_mem_mb, 1),
+                              None if base is None else round(base / timing.ms, 3), timing.reps))
+        common.write_json(json_path, head, results, skipped)
+    goals = compute_goals(results, device, cfg.model)
+    extra = {"goals": [asdict(g) for g in goals], "wall_s": round(time.perf_counter() - started, 1)}
+    common.write_json(json_path, head, results, skipped, extra)
+    text = render_markdown(head, results, skipped, goals)
+    common.write_text(md_path, text)
+    if plot_path:
+        plot(results, head, plot_path)
+    doc = dict(head, results=[asdict(r) for r in results], skipped=[asdict(s) for s in skipped], **extra)
+    doc["markdown"] = text
+    return doc
+
+
+def render_markdown(head: dict, results: List[Result], skipped: List[common.Skipped], goals: List[common.Goal]) -> str:
+    v = head["versions"]
+    lines = [f"## Throughput: {head['config']['model']} on {head['device']}", "",
+             f"torch {v['torch']}, triton {v['triton']}, python {v['python']}; commit {head['commit'][:12]}"
+             f"{' (dirty tree)' if head.get('dirty') else ''}; {head['date']}. Peak memory: {head['peak_mem_note']}.",
+             ""]
+    rows = [[r.impl, r.mode, r.dtype, r.batch, r.ms, r.images_per_s, r.peak_mem_mb,
+             None if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}x"] for r in results]
+    lines.append(common.markdown_table(["impl", "mode", "dtype", "batch", "ms", "images/s", "peak MiB",
+                                        "vs eager"], rows))
+    if goals:
+        lines += ["", "Goals:", "", common.goals_markdown(goals)]
+    if skipped:
+        lines += ["", "Skipped:", ""] + [f"- `{s.what}`: {s.reason}" for s in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: List[Result], head: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.mode, r.dtype, r.batch) for r in results})
+    impls = list(dict.fromkeys(r.impl for r in results))
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.5 * max(1, len(groups)), 4), squeeze=False)
+    for ax, (mode, dtype, batch) in zip(axes[0], groups):
+        vals = {r.impl: r.images_per_s for r in results if (r.mode, r.dtype, r.batch) == (mode, dtype, batch)}
+        names = [n for n in impls if n in vals]
+        ax.bar(range(len(names)), [vals[n] for n in names], color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{mode} {dtype} batch {batch}", fontsize=9)
+        ax.set_ylabel("images/s")
+    fig.suptitle(f"{head['config']['model']} on {head['device']}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--model", default="yynet_small_64", help="preset name (default yynet_small_64)")
+    p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu or cuda")
+    p.add_argument("--batch", help="comma-separated batch sizes for both modes (overrides the two below)")
+    p.add_argument("--train-batch", help="training batch sizes (GPU default 64,256; CPU 64)")
+    p.add_argument("--eval-batch", help="inference batch sizes (GPU default 1024; CPU 256)")
+    p.add_argument("--dtypes", help="fp32,bf16 (GPU default bf16,fp32; CPU fp32)")
+    p.add_argument("--impls", help=f"families among {','.join(IMPL_FAMILIES)} or 'all' "
+                                   "(GPU default all; CPU eager,yyfast,optimized)")
+    p.add_argument("--modes", help="train,eval (default both)")
+    p.add_argument("--warmup", type=int, help="untimed calls first (GPU 3, CPU 1)")
+    p.add_argument("--reps", type=int, help="timed repetitions, at most (GPU 20, CPU 3)")
+    p.add_argument("--budget-s", type=float, help="stop timing a configuration after this many seconds")
+    p.add_argument("--deadline-s", type=float, help="skip the configurations not started after this many seconds")
+    p.add_argument("--compile-mode", help="torch.compile mode (GPU default max-autotune; CPU default)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--md", help="write the Markdown table here")
+    p.add_argument("--plot", help="write a bar chart (PNG) here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def config_from_args(args) -> Config:
+    from yyfast.config import list_models
+
+    if args.model not in list_models():
+        raise ValueError(f"--model={args.model!r} is not valid; allowed values: {', '.join(list_models())}")
+    dev = common.pick_device(args.device)
+    train = common.parse_int_list(args.batch or args.train_batch, "--train-batch") \
+        if (args.batch or args.train_batch) else None
+    evalb = common.parse_int_list(args.batch or args.eval_batch, "--eval-batch") \
+        if (args.batch or args.eval_batch) else None
+    impls = None
+    if args.impls:
+        impls = list(IMPL_FAMILIES) if args.impls == "all" else common.parse_choice_list(args.impls, "--impls",
+                                                                                           IMPL_FAMILIES)
+    for name, value in (("--warmup", args.warmup), ("--reps", args.reps)):
+        if value is not None and value < (0 if name == "--warmup" else 1):
+            raise ValueError(f"{name}={value} is not valid; it must be {'>= 0' if name == '--warmup' else '>= 1'}")
+    return default_config(
+        dev, model=args.model, device=args.device, train_batches=train, eval_batches=evalb,
+        dtypes=common.parse_choice_list(args.dtypes, "--dtypes", tuple(DTYPES)) if args.dtypes else None,
+        impls=impls, modes=common.parse_choice_list(args.modes, "--modes", MODES) if args.modes else None,
+        warmup=args.warmup, reps=args.reps, budget_s=args.budget_s, deadline_s=args.deadline_s,
+        compile_mode=args.compile_mode)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    doc = run(cfg, args.json, args.md, args.plot, progress=not args.no_progress)
+    print(doc["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
