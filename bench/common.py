@@ -185,13 +185,20 @@ def write_json(path: Optional[str], head: dict, results: List, skipped: List[Ski
     tmp.replace(out)  # atomic, so a run killed by a timeout leaves the last complete file
 
 
+def sig(value: float, digits: int = 4) -> float:
+    """Round to significant digits (not decimals): tiny test shapes give numbers far below 1."""
+    return float(f"{value:.{digits}g}")
+
+
 def fmt(value, digits: int = 2) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         if abs(value) >= 1000:
             return f"{value:,.0f}"
-        return f"{value:.{digits}f}"
+        if abs(value) >= 1 or value == 0:
+            return f"{value:.{digits}f}"
+        return f"{value:.3g}"  # keep three significant digits of small times and rates
     return str(value)
 
 

@@ -57,6 +57,7 @@ class Config:
     dtype: str = "fp32"
     impls: List[str] = field(default_factory=list)
     ops: List[str] = field(default_factory=lambda: list(OPS))
+    shapes: Optional[List[str]] = None      # None: every shape of the model; else "CxHxW/sS" or "CxHxW" names
     warmup: int = 3
     reps: int = 30
     budget_s: float = 3.0
@@ -125,6 +126,11 @@ def model_shapes(model_name: str) -> Tuple[List[Tuple[int, int, int, int]], List
     with torch.no_grad():
         net(torch.randn(1, *INPUT_SIZES[model_name]))
     return spans, fuses
+
+
+def shape_name(op: str, shape) -> str:
+    """``256x32x32/s2`` for a span, ``64x16x16`` for the fusion (batch apart)."""
+    return "x".join(map(str, shape[:3])) + (f"/s{shape[3]}" if op == "dw_bn_act_se" else "")
 
 
 # -- byte floors -----------------------------------------------------------------------------
@@ -251,11 +257,6 @@ def _wrap(fn, inputs: List[torch.Tensor], params: List[torch.Tensor], mode: str,
     return call
 
 
-def _sig(value: float, digits: int = 4) -> float:
-    """Round to significant digits: tiny CPU test shapes reach only a few MB/s."""
-    return float(f"{value:.{digits}g}")
-
-
 # -- the run ---------------------------------------------------------------------------------
 def list_impls(cfg: Config, device: torch.device, skipped: List[common.Skipped]) -> List[str]:
     impls = [name for name in ("eager", "compile") if name in cfg.impls]
@@ -278,6 +279,14 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
     skipped: List[common.Skipped] = []
     impls = list_impls(cfg, device, skipped)
     spans, fuses = model_shapes(cfg.model)
+    if cfg.shapes is not None:
+        known = [shape_name("dw_bn_act_se", s) for s in spans] + [shape_name("yinyang_fuse", s) for s in fuses]
+        unknown = [s for s in cfg.shapes if s not in known]
+        if unknown:
+            raise ValueError(f"--shapes {','.join(unknown)} not valid for {cfg.model}; allowed values: "
+                             f"{', '.join(known)}")
+        spans = [s for s in spans if shape_name("dw_bn_act_se", s) in cfg.shapes]
+        fuses = [s for s in fuses if shape_name("yinyang_fuse", s) in cfg.shapes]
     started = time.perf_counter()
     copy_gbs = copy_bandwidth(device, cfg.copy_mb)
     head = common.header(device, asdict(cfg))
@@ -295,7 +304,7 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
     eager_ms = {}
     for op, shape, batch, mode, impl in tqdm(todo, desc="kernels", unit="config", disable=not progress,
                                              file=sys.stderr):
-        shape_s = "x".join(map(str, shape[:3])) + (f"/s{shape[3]}" if op == "dw_bn_act_se" else "")
+        shape_s = shape_name(op, shape)
         what = f"{op} {shape_s} b{batch} {mode} {impl}"
         if cfg.deadline_s is not None and time.perf_counter() - started > cfg.deadline_s:
             skipped.append(common.Skipped(what, f"--deadline-s {cfg.deadline_s:g} s reached before this configuration"))
@@ -316,8 +325,8 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
             eager_ms[key] = timing.ms
         gbs = floor / (timing.ms * 1e-3) / 1e9
         base = eager_ms.get(key)
-        results.append(Result(op, shape_s, batch, mode, impl, cfg.dtype, _sig(timing.ms), floor, _sig(gbs),
-                              _sig(100 * gbs / copy_gbs), None if base is None else round(base / timing.ms, 3),
+        results.append(Result(op, shape_s, batch, mode, impl, cfg.dtype, common.sig(timing.ms), floor, common.sig(gbs),
+                              common.sig(100 * gbs / copy_gbs), None if base is None else round(base / timing.ms, 3),
                               timing.reps))
         common.write_json(json_path, head, results, skipped, extra)
     goals = compute_goals(results, device)
@@ -379,6 +388,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("fp32", "bf16"), help="GPU default bf16 (autocast), CPU fp32")
     p.add_argument("--impls", help=f"among {','.join(IMPL_FAMILIES)} or 'all' (GPU default all; CPU eager,yyfast)")
     p.add_argument("--ops", help=f"among {','.join(OPS)} (default both)")
+    p.add_argument("--shapes", help="only these shapes, e.g. 256x32x32/s1,64x16x16 (default: all of the model's)")
     p.add_argument("--warmup", type=int, help="untimed calls first (GPU 5, CPU 1)")
     p.add_argument("--reps", type=int, help="timed repetitions, at most (GPU 50, CPU 5)")
     p.add_argument("--budget-s", type=float, help="stop timing a configuration after this many seconds")
@@ -407,7 +417,8 @@ def config_from_args(args) -> Config:
     return default_config(
         dev, model=args.model, device=args.device,
         batches=common.parse_int_list(args.batch, "--batch") if args.batch else None, dtype=args.dtype, impls=impls,
-        ops=common.parse_choice_list(args.ops, "--ops", OPS) if args.ops else None, warmup=args.warmup,
+        ops=common.parse_choice_list(args.ops, "--ops", OPS) if args.ops else None,
+        shapes=[v.strip() for v in args.shapes.split(",") if v.strip()] if args.shapes else None, warmup=args.warmup,
         reps=args.reps, budget_s=args.budget_s, deadline_s=args.deadline_s, compile_mode=args.compile_mode,
         copy_mb=args.copy_mb)
 
@@ -419,7 +430,11 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    doc = run(cfg, args.json, args.md, progress=not args.no_progress)
+    try:
+        doc = run(cfg, args.json, args.md, progress=not args.no_progress)
+    except ValueError as exc:  # a --shapes entry the model does not have
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(doc["markdown"])
     return 0
 

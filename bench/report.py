@@ -104,7 +104,7 @@ def kernels_section(name: str, doc: dict) -> List[str]:
             table.setdefault((r["op"], r["shape"], r["mode"]), {})[r["impl"]] = r
     rows = []
     for (op, shape, mode), cells in table.items():
-        rows.append([op, shape, mode] + [f"{cells[i]['ms']:.3f} ms, {cells[i]['pct_of_copy_bw']:.0f}%"
+        rows.append([op, shape, mode] + [f"{common.fmt(cells[i]['ms'])} ms, {cells[i]['pct_of_copy_bw']:.0f}%"
                                          if i in cells else "-" for i in impls])
     lines.append(f"Batch {batch}; each cell: median time, and floor bytes / time as % of copy bandwidth.")
     lines.append("")

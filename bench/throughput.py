@@ -271,7 +271,7 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
         if impl.name == "eager":
             eager_ms[(mode, dtype, batch)] = timing.ms
         base = eager_ms.get((mode, dtype, batch))
-        results.append(Result(impl.name, mode, dtype, batch, round(timing.ms, 4), round(batch / timing.ms * 1e3, 2),
+        results.append(Result(impl.name, mode, dtype, batch, common.sig(timing.ms), common.sig(batch / timing.ms * 1e3),
                               None if timing.peak_mem_mb is None else round(timing.peak_mem_mb, 1),
                               None if base is None else round(base / timing.ms, 3), timing.reps))
         common.write_json(json_path, head, results, skipped)

@@ -25,18 +25,18 @@ kernels = _load("kernels")
 report = _load("report")
 common = _load("common")
 
-TINY = ["--model", "yynet_small_16", "--batch", "2", "--reps", "2", "--warmup", "1", "--no-progress",
-        "--device", "cpu"]
+TINY = ["--model", "yynet_small_16", "--batch", "2", "--reps", "1", "--warmup", "0", "--no-progress",
+        "--device", "cpu", "--impls", "eager,yyfast"]
 
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory):
     """Both benchmarks run once with tiny settings; their files feed the schema and report tests."""
     out = tmp_path_factory.mktemp("results")
-    assert throughput.main(TINY + ["--impls", "eager,yyfast", "--json", str(out / "cpu-2core-2026-01-01-throughput.json"),
+    assert throughput.main(TINY + ["--json", str(out / "cpu-2core-2026-01-01-throughput.json"),
                                    "--md", str(out / "t.md"), "--plot", str(out / "t.png")]) == 0
-    assert kernels.main(TINY + ["--impls", "eager,yyfast", "--json", str(out / "cpu-2core-2026-01-01-kernels.json"),
-                                "--copy-mb", "8"]) == 0
+    assert kernels.main(TINY + ["--json", str(out / "cpu-2core-2026-01-01-kernels.json"), "--copy-mb", "8",
+                                "--shapes", "64x8x8/s2,64x4x4/s1,16x16x16"]) == 0
     return out
 
 
@@ -73,14 +73,21 @@ def test_kernels_json_schema(results_dir):
     assert doc["copy_gb_per_s"] > 0
     rows = doc["results"]
     eager = [r for r in rows if r["impl"] == "eager"]
-    # Small-16 spans: hidden 64 channels at 32x32 (stride 1 and 2), 16x16, 8x8/s2, 4x4; fusion 16x16x16
-    assert {r["shape"] for r in eager if r["op"] == "dw_bn_act_se"} == {
-        "64x32x32/s1", "64x32x32/s2", "64x16x16/s1", "64x8x8/s2", "64x4x4/s1"}
-    assert {r["shape"] for r in eager if r["op"] == "yinyang_fuse"} == {"16x16x16"}
+    assert {(r["op"], r["shape"]) for r in eager} == {
+        ("dw_bn_act_se", "64x8x8/s2"), ("dw_bn_act_se", "64x4x4/s1"), ("yinyang_fuse", "16x16x16")}
     assert {r["mode"] for r in eager} == {"fwd-eval", "fwd-train", "fwd+bwd"}
+    assert len(eager) == 9
     for r in rows:
         assert r["gb_per_s"] == pytest.approx(r["floor_bytes"] / (r["ms"] * 1e-3) / 1e9, rel=1e-2)
         assert r["pct_of_copy_bw"] == pytest.approx(100 * r["gb_per_s"] / doc["copy_gb_per_s"], rel=1e-2)
+
+
+def test_model_shapes_are_the_networks():
+    spans, fuses = kernels.model_shapes("yynet_small_64")
+    # Small-64 spans: hidden 256 channels at 32x32 (stride 1 and 2), 16x16, 8x8 (stride 2), 4x4
+    assert sorted(spans) == sorted([(256, 32, 32, 2), (256, 16, 16, 1), (256, 32, 32, 1), (256, 8, 8, 2),
+                                    (256, 4, 4, 1)])
+    assert fuses == [(64, 16, 16)]
 
 
 def test_byte_floor_formulas():
@@ -99,6 +106,8 @@ def test_bad_arguments_are_rejected(capsys):
     assert "--train-batch" in capsys.readouterr().err
     assert throughput.main(["--impls", "turbo", "--device", "cpu"]) == 2
     assert kernels.main(["--model", "nope", "--device", "cpu"]) == 2
+    assert kernels.main(["--model", "yynet_small_16", "--device", "cpu", "--shapes", "1x2x3", "--no-progress"]) == 2
+    assert "64x4x4/s1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="reps"):
         common.time_fn(lambda: None, common.pick_device("cpu"), warmup=0, reps=0)
 
