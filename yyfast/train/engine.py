@@ -1,0 +1,130 @@
+"""One training epoch and one evaluation pass over device-resident uint8 data."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import BatchAugment
+from .distributed import World, all_reduce_sum, shard
+from .ema import ModelEMA
+from .recipe import Precision
+
+_MASK64 = (1 << 63) - 1
+
+
+def stream_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit seed for (run seed, epoch, stream): data order is stream 0, rank r's
+    augmentation stream 1 + r. Each epoch's generators are rebuilt from this, so the data RNG
+    state at an epoch boundary is just the epoch number and a resumed run replays it exactly."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) & _MASK64
+    x ^= x >> 31
+    return (x * 0xD6E8FEB86659FD93) & _MASK64
+
+
+def steps_per_epoch(num_train: int, batch_size: int, world: World) -> int:
+    """Optimizer steps in one epoch; ``batch_size`` is the global batch, split over the ranks.
+
+    The last, partial batch is kept (as a DataLoader without drop_last does) unless it would
+    hold a single image per rank, which BatchNorm cannot train on.
+    """
+    per_rank = num_train // world.size
+    local_batch = batch_size // world.size
+    full, rest = divmod(per_rank, local_batch)
+    return full + (1 if rest >= 2 else 0)
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    acc: float
+    images: int
+    seconds: float
+
+
+def train_one_epoch(model: nn.Module, raw_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    augment: BatchAugment, optimizer, scheduler, scaler, precision: Precision,
+                    ema: Optional[ModelEMA], *, epoch: int, seed: int, batch_size: int, first_step: int,
+                    clip_norm: float, world: World, progress: Optional[Callable] = None) -> EpochResult:
+    """Train for one epoch. ``model`` is what runs forward (DDP/compiled), ``raw_model`` the plain
+    YYNet (clipping, EMA). Returns the epoch's mean training loss/accuracy over all ranks."""
+    device = images.device
+    model.train()
+    order = torch.Generator().manual_seed(stream_seed(seed, epoch, 0))
+    aug_gen = torch.Generator().manual_seed(stream_seed(seed, epoch, 1 + world.rank))
+    idx = shard(torch.randperm(images.shape[0], generator=order), world)
+    local_batch = batch_size // world.size
+    steps = steps_per_epoch(images.shape[0], batch_size, world)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    bar = progress(total=steps, desc=f"epoch {epoch + 1}", unit="step") if progress else None
+    start = time.perf_counter()
+    for s in range(steps):
+        batch_idx = idx[s * local_batch:(s + 1) * local_batch].to(device, non_blocking=True)
+        x = augment.train(images[batch_idx], aug_gen)
+        y = labels[batch_idx]
+        with precision.autocast(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update(raw_model, first_step + s)
+        with torch.no_grad():
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum()
+        seen += y.shape[0]
+        if bar is not None:
+            bar.update(1)
+            if s % 10 == 0 or s == steps - 1:  # .item() syncs the GPU: not every step
+                rate = seen * world.size / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
+    if bar is not None:
+        bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    totals = all_reduce_sum(totals, world).tolist()
+    n = max(totals[2], 1.0)
+    return EpochResult(totals[0] / n, totals[1] / n, int(totals[2]), seconds)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment,
+             precision: Precision, batch_size: int = 500, world: World = World(),
+             progress: Optional[Callable] = None, desc: str = "eval"):
+    """Mean cross-entropy and accuracy over every image (each rank takes every ``size``-th one)."""
+    was_training = model.training
+    model.eval()
+    device = images.device
+    idx = torch.arange(images.shape[0])[world.rank::world.size]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    batches = range(math.ceil(idx.numel() / batch_size))
+    if progress is not None:
+        batches = progress(batches, desc=desc, unit="batch", leave=False)
+    for b in batches:
+        bi = idx[b * batch_size:(b + 1) * batch_size].to(device)
+        x, y = augment.eval(images[bi]), labels[bi]
+        with precision.autocast(device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    totals = torch.stack([loss_sum, correct.double(),
+                          torch.tensor(float(idx.numel()), dtype=torch.float64, device=device)])
+    totals = all_reduce_sum(totals, world).tolist()
+    model.train(was_training)
+    n = max(totals[2], 1.0)
+    return totals[0] / n, totals[1] / n

@@ -1,0 +1,267 @@
+"""The training run: data on the device, model, recipe, epochs, outputs, checkpoints, resume."""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import random
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .. import __version__ as yyfast_version
+from .. import create_model
+from ..config import get_config
+from . import distributed as dist_utils
+from .augment import CIFAR10_MEAN, CIFAR10_STD, BatchAugment
+from .cache import load_dataset
+from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, load_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
+from .ema import ModelEMA
+from .engine import evaluate, steps_per_epoch, train_one_epoch
+from .plot import plot_curves
+from .recipe import build_optimizer, build_scheduler, choose_precision, current_lr, update_weight_decay
+
+CHECKPOINT_FORMAT = "yyfast-train-1"
+MODEL_OPTIONS = ("act", "fusion", "se_gate", "yin_input", "head_dropout", "mbconv_dropout")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not valid ({exc}); use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: no CUDA GPU is visible; use --device cpu (or auto)")
+    return device
+
+
+def model_options(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
+    opts = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
+    if get_config(args.model).num_classes != num_classes:
+        opts["num_classes"] = num_classes  # the head follows the dataset's classes
+    return opts
+
+
+def build_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
+    model = create_model(args.model, backend=args.backend, **model_options(args, num_classes)).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _progress_factory(args, world):
+    if args.no_progress or not world.is_main:
+        return None
+    from tqdm.auto import tqdm
+
+    # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay clean).
+    return functools.partial(tqdm, disable=None, dynamic_ncols=True)
+
+
+def _fmt_pct(x: Optional[float]) -> str:
+    return "   -  " if x is None else f"{100 * x:5.2f}%"
+
+
+def _epoch_line(m: Dict[str, Any], epochs: int) -> str:
+    ema = (f"ema loss {m['ema_test_loss']:.4f} acc {_fmt_pct(m['ema_test_acc'])}" if m["ema_test_acc"] is not None
+           else "ema not started")
+    return (f"epoch {m['epoch']:3d}/{epochs}  train loss {m['train_loss']:.4f} acc {_fmt_pct(m['train_acc'])}  "
+            f"test loss {m['test_loss']:.4f} acc {_fmt_pct(m['test_acc'])}  {ema}  lr {m['lr']:.2e} "
+            f"wd {m['weight_decay']:.2e}  {m['images_per_s']:.0f} img/s  {m['wall_time_s']:.1f} s")
+
+
+def _best(history: List[Dict[str, Any]], key: str):
+    vals = [(h[key], h["epoch"]) for h in history if h.get(key) is not None]
+    if not vals:
+        return None, None
+    best = max(vals, key=lambda v: (v[0], -v[1]))  # ties: the earliest epoch
+    return best[0], best[1]
+
+
+def make_summary(args, history, model, classes, device, precision, world, num_train, num_test,
+                 elapsed: float) -> Dict[str, Any]:
+    last = history[-1] if history else {}
+    best_raw, best_raw_epoch = _best(history, "test_acc")
+    best_ema, best_ema_epoch = _best(history, "ema_test_acc")
+    return {
+        "model": args.model, "config": model.config.to_dict(), "backend": args.backend,
+        "epochs": args.epochs, "epochs_completed": len(history), "finished": len(history) >= args.epochs,
+        "last": {k: last.get(k) for k in ("epoch", "test_loss", "test_acc", "ema_test_loss", "ema_test_acc")},
+        "best": {"test_acc": best_raw, "test_acc_epoch": best_raw_epoch,
+                 "ema_test_acc": best_ema, "ema_test_acc_epoch": best_ema_epoch},
+        "note": "test_acc is the raw model, ema_test_acc the EMA; 'best' is the maximum over epochs (what the "
+                "authors' code reports, for the raw model), 'last' the final epoch.",
+        "total_time_s": elapsed, "train_time_s": sum(h["epoch_time_s"] for h in history),
+        "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                               else platform.processor() or platform.machine()),
+        "world_size": world.size, "precision": precision.name, "torch_version": torch.__version__,
+        "yyfast_version": yyfast_version, "python_version": platform.python_version(),
+        "num_parameters": sum(p.numel() for p in model.parameters()), "classes": classes,
+        "num_train": num_train, "num_test": num_test, "args": vars(args),
+    }
+
+
+def train(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]] = None, log=print) -> Dict[str, Any]:
+    """Run (or continue, given the loaded ``checkpoint``) the training ``args`` describe; returns the summary."""
+    world = dist_utils.world_from_env()
+    device = dist_utils.init(world, resolve_device(args.device))
+    try:
+        return _train(args, checkpoint, world, device, log if world.is_main else (lambda *a, **k: None))
+    finally:
+        dist_utils.shutdown(world)
+
+
+def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out
+    ckpt_path = os.path.join(out, CHECKPOINT_NAME)
+    if checkpoint is None and os.path.exists(ckpt_path):
+        raise ValueError(f"--out {out!r} already holds {CHECKPOINT_NAME}: pass --resume to continue that run, "
+                         "or choose another --out")
+    if args.batch_size % world.size:
+        raise ValueError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the "
+                         f"number of processes ({world.size})")
+    if world.is_main:
+        os.makedirs(out, exist_ok=True)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    # --- data: rank 0 decodes and caches first, the others then read the cache -------------
+    progress = _progress_factory(args, world)
+    subsets = {"train": args.subset_train, "test": args.subset_test}
+    load = functools.partial(load_dataset, args.data, ("train", "test"), subsets, args.image_size,
+                             cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=progress, log=log)
+    if world.is_main:
+        dataset = load()
+    dist_utils.barrier(world)
+    if not world.is_main:
+        dataset = load()
+    train_x = torch.from_numpy(dataset.splits["train"].images).to(device)
+    train_y = torch.from_numpy(dataset.splits["train"].labels).to(device)
+    test_x = torch.from_numpy(dataset.splits["test"].images).to(device)
+    test_y = torch.from_numpy(dataset.splits["test"].labels).to(device)
+    classes = dataset.classes
+    log(f"data: {dataset.layout} {dataset.source}: {len(train_y)} train / {len(test_y)} test images, "
+        f"{len(classes)} classes, {args.image_size}x{args.image_size}, on {device}")
+
+    # --- model and recipe ---------------------------------------------------------------------
+    raw_model = build_model(args, len(classes), device)
+    if args.sync_bn and world.distributed:
+        # Note: the fused MBConv spans compute their own batch statistics (not through the
+        # BatchNorm module), so only the reference backend syncs those spans' statistics.
+        raw_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
+    precision = choose_precision(args.amp, device)
+    steps = steps_per_epoch(len(train_y), args.batch_size, world)
+    if steps < 1:
+        raise ValueError(f"--batch-size {args.batch_size} is larger than the training set per process "
+                         f"({len(train_y) // world.size} images)")
+    total_steps = steps * args.epochs
+    optimizer = build_optimizer(raw_model.parameters(), args.lr, args.wd_factor)
+    scheduler = build_scheduler(optimizer, args.lr, total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
+    ema = ModelEMA(raw_model, start_step=round(args.ema_start * total_steps), avg_weight=args.ema_avg_weight) \
+        if args.ema_start < 1.0 else None
+
+    history: List[Dict[str, Any]] = []
+    start_epoch, elapsed_before = 0, 0.0
+    if checkpoint is not None:
+        raw_model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        if ema is not None and checkpoint.get("ema") is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        history = list(checkpoint["history"])
+        start_epoch = int(checkpoint["epoch"])
+        elapsed_before = float(checkpoint["elapsed_s"])
+        set_rng_state(checkpoint["rng"])  # last: model building above consumed random numbers
+        log(f"resumed from {os.path.join(out, CHECKPOINT_NAME)} after epoch {start_epoch}")
+
+    model = raw_model
+    if world.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        model = torch.compile(model)
+    augment = BatchAugment(crop=args.image_size, padding=4, brightness=0.01, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                           channels_last=args.channels_last)
+    n_params = sum(p.numel() for p in raw_model.parameters())
+    log(f"model {args.model} ({n_params:,} parameters, backend {args.backend}), {precision.name}, "
+        f"{world.size} process(es), {args.epochs} epochs x {steps} steps, batch {args.batch_size}, max lr {args.lr}")
+
+    def summary(elapsed):
+        return make_summary(args, history, raw_model, classes, device, precision, world, len(train_y), len(test_y),
+                            elapsed)
+
+    def write_outputs(elapsed):
+        atomic_write_text(os.path.join(out, "metrics.jsonl"),
+                          "".join(_json_line(h) for h in history))
+        atomic_write_json(os.path.join(out, "summary.json"), summary(elapsed))
+        if history:
+            plot_curves(history, os.path.join(out, "curves.png"), title=f"{args.model} ({args.data})")
+
+    if world.is_main and checkpoint is not None:
+        write_outputs(elapsed_before)  # metrics.jsonl may have a line from after the checkpoint: rewrite it
+
+    stop = args.epochs if args.stop_after_epochs is None else min(args.epochs, args.stop_after_epochs)
+    run_start = time.perf_counter()
+    for epoch in range(start_epoch, stop):
+        result = train_one_epoch(model, raw_model, train_x, train_y, augment, optimizer, scheduler, scaler, precision,
+                                 ema, epoch=epoch, seed=args.seed, batch_size=args.batch_size,
+                                 first_step=epoch * steps, clip_norm=args.clip, world=world, progress=progress)
+        weight_decay = update_weight_decay(optimizer, args.wd_factor)
+        dist_utils.broadcast_buffers(raw_model, world)
+        test_loss, test_acc = evaluate(raw_model, test_x, test_y, augment, precision, args.eval_batch_size, world,
+                                       progress, desc="test")
+        ema_model = ema.model() if ema is not None else None
+        ema_loss, ema_acc = (evaluate(ema_model, test_x, test_y, augment, precision, args.eval_batch_size, world,
+                                      progress, desc="test (EMA)") if ema_model is not None else (None, None))
+        elapsed = elapsed_before + time.perf_counter() - run_start
+        metrics = {"epoch": epoch + 1, "train_loss": result.loss, "train_acc": result.acc,
+                   "test_loss": test_loss, "test_acc": test_acc, "ema_test_loss": ema_loss, "ema_test_acc": ema_acc,
+                   "lr": current_lr(optimizer), "weight_decay": weight_decay,
+                   "images_per_s": result.images / max(result.seconds, 1e-9), "epoch_time_s": result.seconds,
+                   "wall_time_s": elapsed}
+        history.append(metrics)
+        log(_epoch_line(metrics, args.epochs))
+        if world.is_main:
+            state = {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "args": vars(args), "model": raw_model.state_dict(),
+                     "config": raw_model.config.to_dict(), "classes": classes, "image_size": args.image_size,
+                     "normalize": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                     "rng": rng_state(), "history": history, "elapsed_s": elapsed,
+                     "yyfast_version": yyfast_version, "torch_version": torch.__version__}
+            save_checkpoint(os.path.join(out, CHECKPOINT_NAME), state)
+            write_outputs(elapsed)
+        dist_utils.barrier(world)
+
+    elapsed = elapsed_before + time.perf_counter() - run_start
+    result = summary(elapsed)
+    if world.is_main:
+        atomic_write_json(os.path.join(out, "summary.json"), result)
+        if result["finished"]:
+            best = result["best"]
+            log(f"done: last test acc {_fmt_pct(result['last']['test_acc'])} (EMA {_fmt_pct(result['last']['ema_test_acc'])}), "
+                f"best {_fmt_pct(best['test_acc'])} at epoch {best['test_acc_epoch']} "
+                f"(EMA {_fmt_pct(best['ema_test_acc'])}); outputs in {out}")
+        else:
+            log(f"stopped after epoch {len(history)} of {args.epochs}; continue with --resume --out {out}")
+    sys.stdout.flush()
+    return result
+
+
+def _json_line(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True) + "\n"
