@@ -70,6 +70,11 @@ def device_slug(device: torch.device) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
+def result_stem(device: torch.device, kind: str) -> Path:
+    """``bench/results/<device-slug>-<YYYY-MM-DD>-<kind>``: the committed result files' names."""
+    return RESULTS_DIR / f"{device_slug(device)}-{datetime.date.today().isoformat()}-{kind}"
+
+
 def versions() -> Dict[str, Optional[str]]:
     import yyfast
 
@@ -101,9 +106,25 @@ def git_commit() -> Dict[str, object]:
         return {"commit": "unknown", "dirty": None}
 
 
+def load_average() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def load_note(head: dict) -> str:
+    """A warning when other processes competed for the CPU during the run (timings then vary widely)."""
+    load, cpus = head.get("load_avg_1min"), head.get("cpu_count") or os.cpu_count() or 1
+    if load is not None and load > 0.75 * cpus:
+        return (f" The machine was shared during this run (1-minute load average {load:g} on {cpus} cores at the "
+                f"start): CPU timings are noisy.")
+    return ""
+
+
 def header(device: torch.device, config: dict) -> dict:
     commit = git_commit()
-    return {"device": device_name(device), "device_type": device.type, "device_slug": device_slug(device),
+    return {"load_avg_1min": load_average(), "cpu_count": os.cpu_count(), "device": device_name(device), "device_type": device.type, "device_slug": device_slug(device),
             "versions": versions(), "commit": commit["commit"], "dirty": commit["dirty"],
             "date": datetime.date.today().isoformat(), "config": config,
             "peak_mem_note": PEAK_MEM_NOTE_GPU if device.type == "cuda" else PEAK_MEM_NOTE_CPU}

@@ -7,8 +7,9 @@
 # Every step runs under `timeout` (its own limit, cut to what is left of the budget), failures do
 # not stop the run, and each step's exit code and duration go into RESULTS_DIR/steps.json with a
 # header (device from nvidia-smi, versions, commit). RESULTS_DIR gets at most 8 flat files (what
-# the GPU machine hands back): steps.json, junit.xml, throughput.json, throughput.md,
-# throughput.png, kernels.json, kernels.md, logs.tar.gz (every step's log and the training output).
+# the GPU machine hands back): steps.json, junit.xml, logs.tar.gz (every step's log and the training
+# output) and <device-slug>-<date>-throughput.{json,md,png}, <device-slug>-<date>-kernels.{json,md},
+# named as in bench/results/ so they can be copied there unchanged.
 # Without a GPU it degrades: the GPU tests skip, the sanitizer steps are recorded as skipped.
 #
 # Environment: PYTHON (default python), GPU_CHECK_BUDGET_S, GPU_CHECK_PYTEST_K (the -k expression,
@@ -82,16 +83,22 @@ cp "$LOGS/info.log" "$LOGS/info.json" 2>/dev/null
 step tests 150 "$PY" -m pytest -x -q -rs tests -k "${GPU_CHECK_PYTEST_K:-cuda or gpu}" \
     --junitxml="$OUT/junit.xml" -p no:cacheprovider
 
+# Result files carry the names bench/results/ uses (<device-slug>-<date>-<kind>.*), so they can be
+# copied there as they are.
+STEM=$("$PY" -c "import sys; sys.path.insert(0, 'bench'); import common, torch
+print(common.result_stem(common.pick_device('auto'), 'X').name[:-2])" 2>/dev/null) || STEM="unknown-$(date +%F)"
+TP="$OUT/$STEM-throughput"; KN="$OUT/$STEM-kernels"
+
 # 4. benchmarks; the GPU defaults are cut to the goal configurations (bf16; train 64, eval 1024) to fit
 #    the budget; each writes its JSON after every configuration, so a timeout keeps what finished.
 #    Without a GPU the scripts' own (small) CPU defaults apply.
 TP_ARGS=""
 [ "$HAS_GPU" = "1" ] && TP_ARGS="--dtypes bf16 --train-batch 64 --eval-batch 1024"
 # shellcheck disable=SC2086
-step throughput 200 "$PY" bench/throughput.py --no-progress --json "$OUT/throughput.json" \
-    --md "$OUT/throughput.md" --plot "$OUT/throughput.png" --deadline-s 150 ${GPU_CHECK_THROUGHPUT_ARGS:-$TP_ARGS}
+step throughput 200 "$PY" bench/throughput.py --no-progress --json "$TP.json" --md "$TP.md" --plot "$TP.png" \
+    --deadline-s 150 ${GPU_CHECK_THROUGHPUT_ARGS:-$TP_ARGS}
 # shellcheck disable=SC2086
-step kernels 90 "$PY" bench/kernels.py --no-progress --json "$OUT/kernels.json" --md "$OUT/kernels.md" \
+step kernels 90 "$PY" bench/kernels.py --no-progress --json "$KN.json" --md "$KN.md" \
     --deadline-s 60 ${GPU_CHECK_KERNELS_ARGS:-}
 
 # 5. compute-sanitizer on both ops, forward and backward, train and eval, small awkward shapes

@@ -367,7 +367,7 @@ def render_markdown(head: dict, results: List[Result], skipped: List[common.Skip
     lines = [f"## Kernels: {head['config']['model']} shapes on {head['device']}", "",
              f"torch {v['torch']}, triton {v['triton']}; commit {head['commit'][:12]}"
              f"{' (dirty tree)' if head.get('dirty') else ''}; {head['date']}; {head['config']['dtype']} "
-             f"channels_last. Copy bandwidth (read + write): {copy_gbs:.1f} GB/s.", ""]
+             f"channels_last. Copy bandwidth (read + write): {copy_gbs:.1f} GB/s." + common.load_note(head), ""]
     rows = [[r.op, r.shape, r.batch, r.mode, r.impl, r.ms, r.gb_per_s, f"{r.pct_of_copy_bw:.1f}%",
              None if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}x"] for r in results]
     lines.append(common.markdown_table(["op", "CxHxW/stride", "batch", "mode", "impl", "ms", "GB/s (floor)",
@@ -397,6 +397,8 @@ def parse_args(argv=None):
     p.add_argument("--copy-mb", type=int, help="MiB per buffer for the copy-bandwidth measurement")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--md", help="write the Markdown table here")
+    p.add_argument("--save", action="store_true", help="write JSON and Markdown under bench/results/ with the "
+                                                          "committed names (<device>-<date>-kernels.*)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -430,6 +432,9 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.save:
+        stem = common.result_stem(common.pick_device(cfg.device), "kernels")
+        args.json, args.md = args.json or f"{stem}.json", args.md or f"{stem}.md"
     try:
         doc = run(cfg, args.json, args.md, progress=not args.no_progress)
     except ValueError as exc:  # a --shapes entry the model does not have

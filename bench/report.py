@@ -54,7 +54,7 @@ def _provenance(name: str, doc: dict) -> str:
     v = doc.get("versions", {})
     dirty = " (uncommitted changes present)" if doc.get("dirty") else ""
     return (f"{doc.get('date', '?')}, commit `{str(doc.get('commit', '?'))[:12]}`{dirty}, torch {v.get('torch')}, "
-            f"triton {v.get('triton')}; file `bench/results/{name}`")
+            f"triton {v.get('triton')}; file `bench/results/{name}`.{common.load_note(doc)}")
 
 
 def _goals(doc: dict) -> List[str]:
@@ -78,7 +78,7 @@ def _skipped(doc: dict) -> List[str]:
 
 def throughput_section(name: str, doc: dict) -> List[str]:
     model = doc.get("config", {}).get("model", "?")
-    lines = [f"#### Throughput, {model}", "", _provenance(name, doc) + ".", ""]
+    lines = [f"#### Throughput, {model}", "", _provenance(name, doc), ""]
     rows = [[r["impl"], r["mode"], r["dtype"], r["batch"], r["ms"], r["images_per_s"], r.get("peak_mem_mb"),
              None if r.get("speedup_vs_eager") is None else f"{r['speedup_vs_eager']:.2f}x"] for r in doc["results"]]
     if rows:
@@ -92,8 +92,8 @@ def throughput_section(name: str, doc: dict) -> List[str]:
 def kernels_section(name: str, doc: dict) -> List[str]:
     results = doc["results"]
     lines = [f"#### Fused ops, {doc.get('config', {}).get('model', '?')} shapes", "",
-             _provenance(name, doc) + f"; {doc.get('config', {}).get('dtype', '?')} channels_last; copy bandwidth "
-             f"{common.fmt(doc.get('copy_gb_per_s'))} GB/s (read + write).", ""]
+             f"{doc.get('config', {}).get('dtype', '?')} channels_last; copy bandwidth "
+             f"{common.fmt(doc.get('copy_gb_per_s'))} GB/s (read + write). " + _provenance(name, doc), ""]
     if not results:
         return lines + ["No configuration ran."] + _skipped(doc)
     batch = max(r["batch"] for r in results)

@@ -70,13 +70,15 @@ class Result:
 
 def default_config(dev: torch.device, **overrides) -> Config:
     """GPU: train 64 and 256, eval 1024, fp32 and bf16, every implementation. CPU (2 cores here):
-    train 64, eval 256, fp32, no compiled rows, 3 reps, so a bare run ends within 2 minutes."""
+    train 64, eval 256, fp32, no compiled rows, 1-3 reps, so a bare run ends within 2 minutes."""
     if dev.type == "cuda":
         cfg = Config(train_batches=[64, 256], eval_batches=[1024], dtypes=["bf16", "fp32"],
                      impls=list(IMPL_FAMILIES), warmup=3, reps=20, budget_s=10.0, compile_mode="max-autotune")
     else:
+        # One step here takes 5-7 s of wall time (2 cores): after one warm-up call, timing stops
+        # once budget_s has passed; pass --reps/--budget-s for steadier numbers.
         cfg = Config(train_batches=[64], eval_batches=[256], dtypes=["fp32"],
-                     impls=["eager", "yyfast", "optimized"], warmup=1, reps=3, budget_s=8.0, compile_mode="default")
+                     impls=["eager", "yyfast", "optimized"], warmup=1, reps=3, budget_s=4.0, compile_mode="default")
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)
@@ -160,6 +162,10 @@ def build_step(impl: Impl, cfg: Config, mode: str, dtype_name: str, batch: int, 
     model = yyfast.create_model(cfg.model, backend=impl.backend).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(batch, *INPUT_SIZES[cfg.model], device=device).to(memory_format=torch.channels_last)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+    # torch.compile's max-autotune mode replays CUDA graphs: tell it where each step begins, so a
+    # step never reads outputs the next replay overwrote.
+    mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+    begin = mark if (impl.compiled and device.type == "cuda" and mark is not None) else (lambda: None)
     if mode == "eval":
         model.eval()
         if impl.optimized:
@@ -167,6 +173,7 @@ def build_step(impl: Impl, cfg: Config, mode: str, dtype_name: str, batch: int, 
         net = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if impl.compiled else model
 
         def infer():
+            begin()
             with torch.no_grad(), autocast():
                 return net(x)
         return infer
@@ -177,6 +184,7 @@ def build_step(impl: Impl, cfg: Config, mode: str, dtype_name: str, batch: int, 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
 
     def train_step():
+        begin()
         with autocast():
             loss = F.cross_entropy(net(x), target)
         opt.zero_grad(set_to_none=True)
@@ -291,7 +299,8 @@ def render_markdown(head: dict, results: List[Result], skipped: List[common.Skip
     v = head["versions"]
     lines = [f"## Throughput: {head['config']['model']} on {head['device']}", "",
              f"torch {v['torch']}, triton {v['triton']}, python {v['python']}; commit {head['commit'][:12]}"
-             f"{' (dirty tree)' if head.get('dirty') else ''}; {head['date']}. Peak memory: {head['peak_mem_note']}.",
+             f"{' (dirty tree)' if head.get('dirty') else ''}; {head['date']}. Peak memory: {head['peak_mem_note']}."
+             + common.load_note(head),
              ""]
     rows = [[r.impl, r.mode, r.dtype, r.batch, r.ms, r.images_per_s, r.peak_mem_mb,
              None if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}x"] for r in results]
@@ -347,6 +356,8 @@ def parse_args(argv=None):
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--md", help="write the Markdown table here")
     p.add_argument("--plot", help="write a bar chart (PNG) here")
+    p.add_argument("--save", action="store_true", help="write JSON, Markdown and plot under bench/results/ with "
+                                                          "the committed names (<device>-<date>-throughput.*)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -383,6 +394,10 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.save:
+        stem = common.result_stem(common.pick_device(cfg.device), "throughput")
+        args.json, args.md, args.plot = (args.json or f"{stem}.json", args.md or f"{stem}.md",
+                                         args.plot or f"{stem}.png")
     doc = run(cfg, args.json, args.md, args.plot, progress=not args.no_progress)
     print(doc["markdown"])
     return 0
