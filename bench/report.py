@@ -80,10 +80,11 @@ def throughput_section(name: str, doc: dict) -> List[str]:
     model = doc.get("config", {}).get("model", "?")
     lines = [f"#### Throughput, {model}", "", _provenance(name, doc), ""]
     rows = [[r["impl"], r["mode"], r["dtype"], r["batch"], r["ms"], r["images_per_s"], r.get("peak_mem_mb"),
-             None if r.get("speedup_vs_eager") is None else f"{r['speedup_vs_eager']:.2f}x"] for r in doc["results"]]
+             None if r.get("speedup_vs_eager") is None else f"{r['speedup_vs_eager']:.2f}x", r.get("reps")]
+            for r in doc["results"]]
     if rows:
-        lines.append(common.markdown_table(["impl", "mode", "dtype", "batch", "ms", "images/s", "peak MiB",
-                                            "vs eager"], rows))
+        lines.append(common.markdown_table(["impl", "mode", "dtype", "batch", "ms (median)", "images/s", "peak MiB",
+                                            "vs eager", "reps"], rows))
     else:
         lines.append("No configuration ran.")
     return lines + _goals(doc) + _skipped(doc)
@@ -104,7 +105,7 @@ def kernels_section(name: str, doc: dict) -> List[str]:
             table.setdefault((r["op"], r["shape"], r["mode"]), {})[r["impl"]] = r
     rows = []
     for (op, shape, mode), cells in table.items():
-        rows.append([op, shape, mode] + [f"{common.fmt(cells[i]['ms'])} ms, {cells[i]['pct_of_copy_bw']:.0f}%"
+        rows.append([op, shape, mode] + [f"{common.fmt(cells[i]['ms'])} ms, {common.fmt(cells[i]['pct_of_copy_bw'], 1)}%"
                                          if i in cells else "-" for i in impls])
     lines.append(f"Batch {batch}; each cell: median time, and floor bytes / time as % of copy bandwidth.")
     lines.append("")
