@@ -1,0 +1,217 @@
+"""The eval-only, BatchNorm-folded YYNet that ``optimize_for_inference`` returns.
+
+Every block computes exactly what the eval-mode reference block computes (up to rounding):
+
+* ``FoldedResidual``: ``act(shortcut(x) + conv2'(act(conv1'(x))))`` with ``bn1``/``bn2`` folded.
+* ``FoldedMBConv``: ``project'(span'(act(expand'(x)))) + shortcut(x)`` where ``expand'`` carries
+  the input BN (unless the config discards it) and ``bn_expand``, ``project'`` carries
+  ``bn_project``, and the span's depthwise weights carry ``span.bn``.
+* ``FoldedSpan``: ``DWConv3x3' -> act -> SE``, either one fused ``yyfast.ops.dw_bn_act_se`` call
+  (eval mode, with an identity BatchNorm since the real one is already in the weights) or plain
+  PyTorch ops.
+
+Three ways to run (``InferenceYYNet.graph``):
+
+* ``"fast"`` (default): plain PyTorch span where no fused kernel runs on the device, with the
+  activations applied in place and the SE scale folded into the projection (a batched matmul
+  with per-sample weights ``W_project * s_n``), which saves a full pass over the widest tensor;
+* the same with the fused op as the span on devices where a fused backend runs;
+* ``"plain"``: only standard operators, no in-place ops, no custom ops: the graph ONNX export
+  and ``torch.export`` see.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from ..config import YYNetConfig
+
+#: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
+#: exactly 1 in float32 and float64, so the op's normalisation is an exact no-op.
+IDENTITY_BN_EPS = 1e-30
+
+GRAPHS = ("fast", "plain")
+
+
+def activation(name: str, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    if name == "gelu":
+        return torch.ops.aten.gelu_(x) if inplace else F.gelu(x)
+    return F.silu(x, inplace=inplace)
+
+
+def gate_fn(name: str, x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x) if name == "sigmoid" else F.hardsigmoid(x)
+
+
+def _conv(weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int = 1, padding: int = 0,
+          groups: int = 1) -> nn.Conv2d:
+    """An ``nn.Conv2d`` holding the given (float64) weights; cast later with the whole model."""
+    out_ch, in_per_group, kh, kw = weight.shape
+    conv = nn.Conv2d(in_per_group * groups, out_ch, (kh, kw), stride, padding, groups=groups,
+                     bias=bias is not None, dtype=torch.float64)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv
+
+
+class FoldedResidual(nn.Module):
+    def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d, shortcut: nn.Module, act: str):
+        super().__init__()
+        self.conv1, self.conv2, self.shortcut, self.act = conv1, conv2, shortcut, act
+
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        main = self.conv2(activation(self.act, self.conv1(x), inplace))
+        out = main.add_(self.shortcut(x)) if inplace else main + self.shortcut(x)
+        return activation(self.act, out, inplace)
+
+
+class FoldedSpan(nn.Module):
+    """``DWConv3x3(stride)+BN (folded) -> act -> SE``; the SE keeps the reference's parameters."""
+
+    def __init__(self, conv: nn.Conv2d, fc1: nn.Linear, fc2: nn.Linear, act: str, gate: str):
+        super().__init__()
+        self.conv, self.fc1, self.fc2, self.act, self.gate = conv, fc1, fc2, act, gate
+        self.stride = conv.stride[0]
+        channels = conv.out_channels
+        # The fused op takes a BatchNorm; the real one is folded into conv, so give it the identity.
+        self.register_buffer("bn_one", torch.ones(channels, dtype=torch.float64), persistent=False)
+        self.register_buffer("bn_zero", torch.zeros(channels, dtype=torch.float64), persistent=False)
+
+    def activated(self, h: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``d = act(DWConv'(h))``: the tensor the SE scales."""
+        return activation(self.act, self.conv(h), inplace)
+
+    def se_scale(self, d: torch.Tensor) -> torch.Tensor:
+        """``s = gate(W2 act(W1 mean_hw(d) + b1) + b2)``, shape (N, C)."""
+        hidden = activation(self.act, self.fc1(d.mean(dim=(2, 3))), False)
+        return gate_fn(self.gate, self.fc2(hidden))
+
+    def forward(self, h: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        d = self.activated(h, inplace)
+        return d * self.se_scale(d)[:, :, None, None]
+
+    def fused(self, h: torch.Tensor, backend: str) -> torch.Tensor:
+        """The same span as one ``yyfast.ops.dw_bn_act_se`` call in eval mode."""
+        return ops.dw_bn_act_se(h, self.conv.weight, self.bn_one, self.conv.bias, self.bn_zero, self.bn_one,
+                                self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                                stride=self.stride, eps=IDENTITY_BN_EPS, training=False, act=self.act,
+                                gate=self.gate, backend=backend)
+
+
+class FoldedMBConv(nn.Module):
+    def __init__(self, expand: nn.Conv2d, span: FoldedSpan, project: nn.Conv2d, shortcut: nn.Module, act: str):
+        super().__init__()
+        self.expand, self.span, self.project, self.shortcut, self.act = expand, span, project, shortcut, act
+
+    def _project_scaled(self, d: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``project(d * s)`` without writing ``d * s``: one batched matmul with per-sample weights."""
+        n, c, height, width = d.shape
+        weight = self.project.weight.view(-1, c)                      # (Cout, C)
+        bias = self.project.bias
+        if d.is_contiguous(memory_format=torch.channels_last):
+            rows = d.permute(0, 2, 3, 1).reshape(n, height * width, c)  # a view: (N, HW, C)
+            scaled = s[:, :, None] * weight.t()[None]                 # (N, C, Cout)
+            out = torch.baddbmm(bias.view(1, 1, -1), rows, scaled)    # (N, HW, Cout)
+            return out.view(n, height, width, -1).permute(0, 3, 1, 2)  # channels_last (N, Cout, H, W)
+        scaled = weight[None] * s[:, None, :]                         # (N, Cout, C)
+        out = torch.baddbmm(bias.view(1, -1, 1), scaled, d.reshape(n, c, height * width))
+        return out.view(n, -1, height, width)
+
+    def forward(self, x: torch.Tensor, span_backend: str = "plain", inplace: bool = False,
+                fold_se: bool = False) -> torch.Tensor:
+        h = activation(self.act, self.expand(x), inplace)
+        if span_backend != "plain":
+            out = self.project(self.span.fused(h, span_backend))
+        elif fold_se:
+            d = self.span.activated(h, inplace)
+            out = self._project_scaled(d, self.span.se_scale(d))
+        else:
+            out = self.project(self.span(h, inplace))
+        return out.add_(self.shortcut(x)) if inplace else out + self.shortcut(x)
+
+
+class InferenceYYNet(nn.Module):
+    """A YYNet with every BatchNorm folded, for inference only.
+
+    Built by ``yyfast.optimize_for_inference``. It is permanently in eval mode: ``.train()``
+    raises (there are no BatchNorms left to train), and its forward runs without autograd.
+    Inputs are cast to the model's dtype and memory format; the logits come out in that dtype.
+    """
+
+    def __init__(self, config: YYNetConfig, yin: nn.ModuleList, yang: nn.ModuleList, single_path: nn.ModuleList,
+                 fc: nn.Linear, classifier: nn.Linear, backend: str = "auto", channels_last: bool = True):
+        super().__init__()
+        self.config = config
+        self.yin, self.yang, self.single_path = yin, yang, single_path
+        self.fc, self.classifier = fc, classifier
+        self.backend = backend
+        self.channels_last = channels_last
+        self.graph = "fast"
+        self.c1, self.c2, self.c3 = config.fusion_coefficients
+        super().train(False)
+
+    # -- eval-only guard -------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "InferenceYYNet":
+        if mode:
+            raise RuntimeError("InferenceYYNet is eval-only: its BatchNorms are folded into the convolutions. "
+                               "Train the original YYNet and call yyfast.optimize_for_inference again.")
+        return super().train(False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.fc.weight.dtype
+
+    def extra_repr(self) -> str:
+        return (f"name={self.config.name}, backend={self.backend}, dtype={self.dtype}, "
+                f"channels_last={self.channels_last}, graph={self.graph}")
+
+    # -- forward -----------------------------------------------------------------------------------
+    def span_backend(self, device: torch.device) -> str:
+        """``"plain"`` or the fused backend the MBConv spans use for tensors on ``device``."""
+        if self.graph == "plain" or self.backend == "reference":
+            return "plain"
+        if self.backend == "auto":
+            name = ops.resolve_backend("auto", device, training=False)
+            return "plain" if name == "reference" else name
+        return self.backend
+
+    def _blocks(self, blocks: nn.ModuleList, x: torch.Tensor, span_backend: str, fast: bool) -> torch.Tensor:
+        for block in blocks:
+            if isinstance(block, FoldedMBConv):
+                x = block(x, span_backend, inplace=fast, fold_se=fast)
+            else:
+                x = block(x, inplace=fast)
+        return x
+
+    def _fuse(self, a: torch.Tensor, i: torch.Tensor, span_backend: str) -> torch.Tensor:
+        if span_backend != "plain":
+            return ops.yinyang_fuse(a, i, self.config.fusion, backend=span_backend)
+        out = None
+        for c, term in ((self.c1, lambda: a * i), (self.c2, lambda: a), (self.c3, lambda: i)):
+            if c:
+                t = term() if c == 1.0 else term() * c
+                out = t if out is None else out + t
+        return out if out is not None else torch.zeros_like(a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.config.in_chans:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (N, {self.config.in_chans}, H, W), got {shape}")
+        fast = self.graph == "fast"
+        with torch.no_grad():
+            x = x.to(self.dtype)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            span_backend = self.span_backend(x.device)
+            yin_in = x.mean(dim=1, keepdim=True) if self.config.yin_input == "mean" else x[:, :1]
+            a = self._blocks(self.yang, x, span_backend, fast)
+            i = self._blocks(self.yin, yin_in, span_backend, fast)
+            feats = self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast)
+            pooled = feats.mean(dim=(2, 3))
+            return self.classifier(activation(self.config.act, self.fc(pooled), False))
