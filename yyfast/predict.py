@@ -1,0 +1,305 @@
+"""``python -m yyfast.predict CKPT IMAGES...``: class probabilities for image files and folders.
+
+The checkpoint may be
+
+* a ``python -m yyfast.train`` checkpoint (``last.pt``: ``model``, ``config``, ``classes``,
+  ``image_size``, ``normalize``, ``ema``), or any dict with a ``model``/``state_dict`` entry and a
+  ``config`` (``YYNetConfig`` fields) or ``args`` (with ``model``, the preset name);
+* a raw yyfast state_dict: then ``--model NAME`` (and any non-default options, e.g.
+  ``--act silu --fusion mul``) says which network it is;
+* the authors' CIFAR state_dict (``yingyang.*`` keys): converted on the fly.
+
+Images are read as RGB, resized to the model's input size (32 for the CIFAR presets, 224 for
+ImageNet; ``--image-size`` overrides), normalised with the CIFAR-10 mean/std (or the
+checkpoint's), and classified in batches by the BatchNorm-folded inference model.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+MODEL_OPTIONS = ("act", "se_gate", "yin_input", "fusion", "num_classes", "discard_mbconv_input_bn")
+
+
+class BadImageError(ValueError):
+    """An image file that PIL cannot read; the message names the file."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    model: torch.nn.Module          # the yyfast YYNet (eval mode), weights loaded
+    classes: List[str]
+    image_size: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    source: str                      # which weights: "model", "ema", "state_dict", "authors"
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+def _strip_prefixes(sd: Mapping) -> Dict[str, torch.Tensor]:
+    keys = list(sd)
+    for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
+        if keys and all(k.startswith(prefix) for k in keys):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            keys = list(sd)
+    return dict(sd)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _config_from(ckpt: Mapping, model_name: Optional[str], overrides: Dict[str, Any]):
+    from .config import YYNetConfig, get_config
+
+    config = ckpt.get("config")
+    if isinstance(config, YYNetConfig):
+        return config.replace(**overrides) if overrides else config
+    if isinstance(config, Mapping):
+        known = {f.name for f in dataclasses.fields(YYNetConfig)}
+        return YYNetConfig(**{k: v for k, v in config.items() if k in known}).replace(**overrides)
+    args = ckpt.get("args")
+    if args is not None and not isinstance(args, Mapping):
+        args = vars(args)  # an argparse.Namespace
+    if isinstance(args, Mapping) and isinstance(args.get("model"), str):
+        options = {k: args[k] for k in MODEL_OPTIONS if args.get(k) is not None}
+        return get_config(model_name or args["model"], **{**options, **overrides})
+    if model_name:
+        return get_config(model_name, **overrides)
+    raise ValueError("the checkpoint does not say which model it holds (no 'config' or 'args' entry); "
+                     "pass --model NAME (and its options)")
+
+
+def _weights_from(ckpt: Mapping, ema: bool, path: str) -> Tuple[Dict[str, torch.Tensor], str]:
+    if ema:
+        entry = ckpt.get("ema")
+        if isinstance(entry, Mapping) and "module" in entry and not _is_state_dict(entry):
+            if entry.get("started") is False:
+                raise ValueError(f"--ema: the EMA in {path!r} has not started yet (it starts at 25% of training)")
+            entry = entry["module"]
+        if not _is_state_dict(entry):
+            raise ValueError(f"--ema: {path!r} has no EMA weights (no 'ema' entry holding a state_dict)")
+        return _strip_prefixes(entry), "ema"
+    for key in ("model", "state_dict", "model_state_dict"):
+        if _is_state_dict(ckpt.get(key)):
+            return _strip_prefixes(ckpt[key]), key
+    raise ValueError(f"{path!r} holds neither a state_dict nor a dict with a 'model' or 'state_dict' entry "
+                     f"(top-level keys: {', '.join(map(str, list(ckpt)[:8]))})")
+
+
+def load_model(path: str, model_name: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
+               ema: bool = False, classes_file: Optional[str] = None, image_size: Optional[int] = None,
+               map_location: str = "cpu") -> LoadedModel:
+    """Read any of the checkpoint kinds the module docstring lists into a ``LoadedModel``."""
+    from .config import INPUT_SIZES
+    from .convert import convert_original_checkpoint
+    from .model import YYNet
+
+    overrides = dict(overrides or {})
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:
+        try:  # trainer checkpoints carry numpy RNG state and argparse values: full unpickling
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"checkpoint {path!r} is not readable by torch.load ({type(exc).__name__}: {exc})") \
+                from exc
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"checkpoint {path!r} holds a {type(ckpt).__name__}, not a dict or state_dict")
+    if _is_state_dict(ckpt):
+        state, source = _strip_prefixes(ckpt), "state_dict"
+        if ema:
+            raise ValueError(f"--ema: {path!r} is a bare state_dict with no EMA weights")
+        if any(k.startswith("yingyang.") for k in state):
+            state, source = convert_original_checkpoint(state), "authors"
+            from .convert import AUTHORS_OPTIONS, infer_width
+
+            model_name = model_name or f"yynet_small_{infer_width(_strip_prefixes(ckpt))}"
+            overrides = {**AUTHORS_OPTIONS, **overrides}
+        elif not model_name:
+            raise ValueError(f"{path!r} is a bare state_dict: pass --model NAME (one of the presets) and the "
+                             "options it was trained with (e.g. --act silu)")
+        config = _config_from({}, model_name, overrides)
+        meta: Mapping = {}
+    else:
+        state, source = _weights_from(ckpt, ema, path)
+        config, meta = _config_from(ckpt, model_name, overrides), ckpt
+    model = YYNet(config, backend="reference")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"the weights in {path!r} do not fit {config.name} with the given options: {exc}") from exc
+    model.eval()
+
+    if classes_file:
+        with open(classes_file, encoding="utf-8") as fh:
+            classes = [line.strip() for line in fh if line.strip()]
+        if len(classes) != config.num_classes:
+            raise ValueError(f"--classes: {classes_file!r} lists {len(classes)} names; the model has "
+                             f"{config.num_classes} classes")
+    elif isinstance(meta.get("classes"), (list, tuple)) and len(meta["classes"]) == config.num_classes:
+        classes = [str(c) for c in meta["classes"]]
+    elif config.num_classes == 10:
+        classes = list(CIFAR10_CLASSES)
+    else:
+        classes = [str(k) for k in range(config.num_classes)]
+    size = image_size or meta.get("image_size") or INPUT_SIZES.get(config.name, (3, 32, 32))[1]
+    norm = meta.get("normalize") if isinstance(meta.get("normalize"), Mapping) else {}
+    mean = tuple(float(v) for v in norm.get("mean", CIFAR10_MEAN))
+    std = tuple(float(v) for v in norm.get("std", CIFAR10_STD))
+    return LoadedModel(model, classes, int(size), mean, std, source)
+
+
+# -- images -----------------------------------------------------------------------------------------
+def find_images(paths: Sequence[str]) -> List[str]:
+    """Files as given (whatever their extension), folders searched recursively for image files."""
+    found: List[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.isfile(p):
+            found.append(p)
+        else:
+            raise ValueError(f"IMAGES: {p!r} is neither a file nor a folder")
+    return found
+
+
+def load_image(path: str, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The image as a normalised (3, size, size) float32 tensor; ``BadImageError`` names the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    except Exception as exc:
+        raise BadImageError(f"cannot read image {path!r}: {type(exc).__name__}: {exc}") from exc
+    x = data.view(size, size, 3).permute(2, 0, 1).float().div_(255.0)
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+# -- prediction -------------------------------------------------------------------------------------
+def _batches(items: List[str], size: int) -> Iterable[List[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def predict(loaded: LoadedModel, files: List[str], batch_size: int = 64, topk: int = 5, device: str = "cpu",
+            skip_bad: bool = False, progress: Optional[bool] = None, optimize: bool = True) -> Dict[str, Any]:
+    """``{"predictions": [{"file", "topk": [{"index", "class", "prob"}]}], "skipped": [{"file", "error"}]}``."""
+    from tqdm import tqdm
+
+    from .inference import optimize_for_inference
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not valid; it must be a positive integer")
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"topk={topk!r} is not valid; it must be a positive integer")
+    dev = torch.device(device)
+    net = loaded.model.to(dev)
+    net = optimize_for_inference(net) if optimize else net.eval()
+    k = min(topk, len(loaded.classes))
+    predictions, skipped = [], []
+    show = progress if progress is not None else len(files) > batch_size
+    with tqdm(total=len(files), unit="img", disable=not show, file=sys.stderr, desc="predict") as bar:
+        for chunk in _batches(files, batch_size):
+            tensors, names = [], []
+            for f in chunk:
+                try:
+                    tensors.append(load_image(f, loaded.image_size, loaded.mean, loaded.std))
+                    names.append(f)
+                except BadImageError as exc:
+                    if not skip_bad:
+                        raise
+                    skipped.append({"file": f, "error": str(exc)})
+            if tensors:
+                with torch.inference_mode():
+                    probs = torch.softmax(net(torch.stack(tensors).to(dev)).float(), dim=1).cpu()
+                values, indices = probs.topk(k, dim=1)
+                for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
+                    predictions.append({"file": name, "topk": [
+                        {"index": i, "class": loaded.classes[i], "prob": v} for i, v in zip(idxs, vals)]})
+            bar.update(len(chunk))
+    return {"predictions": predictions, "skipped": skipped}
+
+
+def _resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a device name ({exc})") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: no CUDA GPU is visible")
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m yyfast.predict",
+                                description="Class probabilities of a YYNet checkpoint for image files or folders.")
+    p.add_argument("checkpoint", help="a yyfast.train checkpoint (last.pt), a yyfast state_dict, or an authors' one")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", default=None, help="preset name, needed for a bare state_dict (e.g. yynet_small_64)")
+    p.add_argument("--act", choices=("gelu", "silu"), default=None)
+    p.add_argument("--se-gate", choices=("sigmoid", "hardsigmoid"), default=None)
+    p.add_argument("--yin-input", choices=("mean", "red"), default=None)
+    p.add_argument("--fusion", default=None, help="add, mul, gate, mul_add, gate_sub or gate_add")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    p.add_argument("--classes", default=None, metavar="FILE", help="class names, one a line")
+    p.add_argument("--image-size", type=int, default=None, help="default: the model's input size")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--skip-bad", action="store_true", help="report unreadable images and go on")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
+    try:
+        loaded = load_model(args.checkpoint, args.model, overrides, ema=args.ema, classes_file=args.classes,
+                            image_size=args.image_size)
+        files = find_images(args.images)
+        if not files:
+            raise ValueError(f"IMAGES: no image files found in {', '.join(args.images)}")
+        result = predict(loaded, files, args.batch_size, args.topk, _resolve_device(args.device), args.skip_bad,
+                         progress=False if args.no_progress else None)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "weights": loaded.source, **result}, indent=2))
+    else:
+        for item in result["predictions"]:
+            best = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in item["topk"])
+            print(f"{item['file']}: {best}")
+        for item in result["skipped"]:
+            print(f"skipped {item['error']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
