@@ -1,0 +1,46 @@
+// Host-side helpers of dw_bn_act_se shared by the CPU and the CUDA implementations: argument
+// checks that name the bad argument, parameter casts, the SE parameter gradients (tiny matmuls,
+// done with ATen ops on whatever device the tensors are on), and the output memory format.
+// Compiled once in dw_bn_act_se_host.cpp, so the .cu files stay light to compile.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <tuple>
+
+namespace yyfast {
+
+struct SpanDims {
+  int64_t n, c, h, w, ho, wo, hidden;
+  int act, gate;
+};
+
+// Checks every argument of the forward op (shape, dtype, device) and returns the sizes.
+// `device_type` is the device the implementation runs on (CPU or CUDA).
+SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& dw_weight,
+                         const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_or_running,
+                         const at::Tensor& var_or_running, const at::Tensor& se_w1, const at::Tensor& se_b1,
+                         const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride,
+                         const std::string& act, const std::string& gate, c10::DeviceType device_type);
+
+// The accumulation dtype for x's dtype: double for double, float otherwise.
+at::ScalarType acc_type_for(at::ScalarType t);
+
+// A fresh contiguous copy of `t` in dtype `acc` (never an alias of t: op outputs must not alias inputs).
+at::Tensor acc_copy(const at::Tensor& t, at::ScalarType acc);
+
+// Returns a fresh tensor with y's values in memory format `fmt` (y itself if it already has
+// exactly the strides a fresh tensor of that format would have).
+at::Tensor in_format(const at::Tensor& y, at::MemoryFormat fmt);
+
+// The memory format the op's output uses for input x: channels_last iff x suggests it.
+at::MemoryFormat output_format(const at::Tensor& x);
+
+// SE parameter gradients from the per-sample quantities (all float/double accumulation dtype):
+// gW1 = gh1^T p, gb1 = sum_n gh1, gW2 = gh2^T a1, gb2 = sum_n gh2; returned in the dtypes of
+// se_w1, se_b1, se_w2, se_b2.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_param_grads(
+    const at::Tensor& gh2, const at::Tensor& a1, const at::Tensor& gh1, const at::Tensor& pooled,
+    const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2);
+
+}  // namespace yyfast
