@@ -9,12 +9,14 @@ counter, and neither tracemalloc nor the process RSS measures the tensors of one
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import time
@@ -175,6 +177,26 @@ def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, reps: i
             break
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return Timing(ms=statistics.median(times), reps=len(times), peak_mem_mb=peak)
+
+
+class Terminated(BaseException):
+    """Raised by SIGTERM (what `timeout` sends): a BaseException, so no per-configuration
+    ``except Exception`` swallows it, and the scripts still write what they measured."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    def handler(signum, frame):
+        raise Terminated("SIGTERM")
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. under some test runners): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- output ----------------------------------------------------------------------------------

@@ -301,11 +301,34 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
     # Compiled rows last (their compilation is the slow part): a deadline or timeout loses those only.
     todo.sort(key=lambda item: item[4] == "compile")
     results: List[Result] = []
+    current: List[str] = []  # the configuration being measured, for the message if a timeout stops it
+    bar = tqdm(todo, desc="kernels", unit="config", disable=not progress, file=sys.stderr)
+    with common.sigterm_raises():
+        try:
+            _measure(bar, cfg, device, dtype, copy_gbs, head, extra, results, skipped, json_path, started, current)
+        except common.Terminated:
+            skipped.append(common.Skipped(f"{current[-1] if current else 'start'} and every later configuration",
+                                          f"interrupted by SIGTERM (a timeout) after "
+                                          f"{time.perf_counter() - started:.0f} s"))
+    goals = compute_goals(results, device)
+    extra.update(goals=[asdict(g) for g in goals], wall_s=round(time.perf_counter() - started, 1))
+    common.write_json(json_path, head, results, skipped, extra)
+    text = render_markdown(head, results, skipped, goals, copy_gbs)
+    common.write_text(md_path, text)
+    doc = dict(head, results=[asdict(r) for r in results], skipped=[asdict(s) for s in skipped], **extra)
+    doc["markdown"] = text
+    return doc
+
+
+def _measure(bar, cfg: Config, device: torch.device, dtype: torch.dtype, copy_gbs: float, head: dict, extra: dict,
+             results: List[Result], skipped: List[common.Skipped], json_path: Optional[str], started: float,
+             current: List[str]) -> None:
+    """Time every configuration of ``bar``; results and skips are appended as they happen."""
     eager_ms = {}
-    for op, shape, batch, mode, impl in tqdm(todo, desc="kernels", unit="config", disable=not progress,
-                                             file=sys.stderr):
+    for op, shape, batch, mode, impl in bar:
         shape_s = shape_name(op, shape)
         what = f"{op} {shape_s} b{batch} {mode} {impl}"
+        current.append(what)
         if cfg.deadline_s is not None and time.perf_counter() - started > cfg.deadline_s:
             skipped.append(common.Skipped(what, f"--deadline-s {cfg.deadline_s:g} s reached before this configuration"))
             continue
@@ -329,14 +352,6 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
                               common.sig(100 * gbs / copy_gbs), None if base is None else round(base / timing.ms, 3),
                               timing.reps))
         common.write_json(json_path, head, results, skipped, extra)
-    goals = compute_goals(results, device)
-    extra.update(goals=[asdict(g) for g in goals], wall_s=round(time.perf_counter() - started, 1))
-    common.write_json(json_path, head, results, skipped, extra)
-    text = render_markdown(head, results, skipped, goals, copy_gbs)
-    common.write_text(md_path, text)
-    doc = dict(head, results=[asdict(r) for r in results], skipped=[asdict(s) for s in skipped], **extra)
-    doc["markdown"] = text
-    return doc
 
 
 def compute_goals(results: List[Result], device: torch.device) -> List[common.Goal]:
