@@ -124,7 +124,7 @@ elif [ ! -f "$CIFAR" ]; then
     skip train "no CIFAR-10 archive at $CIFAR (set YYFAST_CIFAR10)"
 else
     DEVICE=cpu; [ "$HAS_GPU" = "1" ] && DEVICE=cuda
-    step train 90 "$PY" -m yyfast.train --data "$CIFAR" --model yynet_small_64 --epochs 1 --batch-size 64 \
+    step train 90 "$PY" -m yyfast.train --data "$CIFAR" --model yynet_small_64 --epochs 2 --batch-size 64 \
         --subset-train 5000 --subset-test 1000 --out "$LOGS/train" --device "$DEVICE" --no-progress
 fi
 
