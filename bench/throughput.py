@@ -346,9 +346,11 @@ def plot(results: List[Result], head: dict, path: str) -> None:
     impls = list(dict.fromkeys(r.impl for r in results))
     fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.5 * max(1, len(groups)), 4), squeeze=False)
     for ax, (mode, dtype, batch) in zip(axes[0], groups):
-        vals = {r.impl: r.images_per_s for r in results if (r.mode, r.dtype, r.batch) == (mode, dtype, batch)}
-        names = [n for n in impls if n in vals]
-        ax.bar(range(len(names)), [vals[n] for n in names], color="tab:blue")
+        rows = {r.impl: r for r in results if (r.mode, r.dtype, r.batch) == (mode, dtype, batch)}
+        names = [n for n in impls if n in rows]
+        bars = ax.bar(range(len(names)), [rows[n].images_per_s for n in names], color="tab:blue")
+        speedups = [rows[n].speedup_vs_eager for n in names]
+        ax.bar_label(bars, labels=["" if v is None else f"{v:.2f}x" for v in speedups], fontsize=7)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{mode} {dtype} batch {batch}", fontsize=9)
         ax.set_ylabel("images/s")
