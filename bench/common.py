@@ -126,7 +126,8 @@ def load_note(head: dict) -> str:
 
 def header(device: torch.device, config: dict) -> dict:
     commit = git_commit()
-    return {"load_avg_1min": load_average(), "cpu_count": os.cpu_count(), "device": device_name(device), "device_type": device.type, "device_slug": device_slug(device),
+    return {"load_avg_1min": load_average(), "cpu_count": os.cpu_count(), "device": device_name(device),
+            "device_type": device.type, "device_slug": device_slug(device),
             "versions": versions(), "commit": commit["commit"], "dirty": commit["dirty"],
             "date": datetime.date.today().isoformat(), "config": config,
             "peak_mem_note": PEAK_MEM_NOTE_GPU if device.type == "cuda" else PEAK_MEM_NOTE_CPU}
@@ -137,6 +138,7 @@ def header(device: torch.device, config: dict) -> dict:
 class Timing:
     ms: float                 # median over the timed repetitions
     reps: int                 # how many repetitions were timed
+    min_ms: float = 0.0       # the fastest repetition: on a shared machine, the least disturbed one
     peak_mem_mb: Optional[float]
 
 
@@ -176,7 +178,7 @@ def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, reps: i
         if budget_s is not None and time.perf_counter() - start_wall > budget_s:
             break
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return Timing(ms=statistics.median(times), reps=len(times), peak_mem_mb=peak)
+    return Timing(ms=statistics.median(times), reps=len(times), peak_mem_mb=peak, min_ms=min(times))
 
 
 class Terminated(BaseException):

@@ -105,8 +105,9 @@ def kernels_section(name: str, doc: dict) -> List[str]:
             table.setdefault((r["op"], r["shape"], r["mode"]), {})[r["impl"]] = r
     rows = []
     for (op, shape, mode), cells in table.items():
-        rows.append([op, shape, mode] + [f"{common.fmt(cells[i]['ms'])} ms, {common.fmt(cells[i]['pct_of_copy_bw'], 1)}%"
-                                         if i in cells else "-" for i in impls])
+        rows.append([op, shape, mode] + [f"{common.fmt(cells[i]['ms'])} ms, "
+                                         f"{common.fmt(cells[i]['pct_of_copy_bw'], 1)}%" if i in cells else "-"
+                                         for i in impls])
     lines.append(f"Batch {batch}; each cell: median time, and floor bytes / time as % of copy bandwidth.")
     lines.append("")
     lines.append(common.markdown_table(["op", "CxHxW/stride", "mode"] + impls, rows))

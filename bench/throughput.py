@@ -66,6 +66,7 @@ class Result:
     peak_mem_mb: Optional[float]
     speedup_vs_eager: Optional[float]
     reps: int
+    min_ms: Optional[float] = None
 
 
 def default_config(dev: torch.device, **overrides) -> Config:
@@ -314,7 +315,8 @@ def _measure(bar, cfg: Config, device: torch.device, head: dict, results: List[R
         base = eager_ms.get((mode, dtype, batch))
         results.append(Result(impl.name, mode, dtype, batch, common.sig(timing.ms), common.sig(batch / timing.ms * 1e3),
                               None if timing.peak_mem_mb is None else round(timing.peak_mem_mb, 1),
-                              None if base is None else round(base / timing.ms, 3), timing.reps))
+                              None if base is None else round(base / timing.ms, 3), timing.reps,
+                              common.sig(timing.min_ms)))
         common.write_json(json_path, head, results, skipped)
 
 
