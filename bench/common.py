@@ -138,8 +138,8 @@ def header(device: torch.device, config: dict) -> dict:
 class Timing:
     ms: float                 # median over the timed repetitions
     reps: int                 # how many repetitions were timed
-    min_ms: float = 0.0       # the fastest repetition: on a shared machine, the least disturbed one
     peak_mem_mb: Optional[float]
+    min_ms: float = 0.0       # the fastest repetition: on a shared machine, the least disturbed one
 
 
 def sync(device: torch.device) -> None:
