@@ -23,6 +23,10 @@ MUST_MATCH_ON_RESUME = ("model", "epochs", "batch_size", "lr", "seed", "subset_t
                        ("act", "fusion", "se_gate", "yin_input", "head_dropout", "mbconv_dropout")
 
 
+#: Options that belong to one invocation, never taken from the checkpoint.
+NOT_INHERITED_ON_RESUME = ("resume", "out", "stop_after_epochs")
+
+
 def default_data_path() -> Optional[str]:
     return os.environ.get("YYFAST_DATA") or os.environ.get("YYFAST_CIFAR10") or None
 
@@ -126,7 +130,7 @@ def parse(argv: Optional[List[str]] = None):
             parser.error(str(exc))
         saved = checkpoint["args"]
         explicit = fill_defaults(parser.parse_args(argv))
-        parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "out")})
+        parser.set_defaults(**{k: v for k, v in saved.items() if k not in NOT_INHERITED_ON_RESUME})
         args = fill_defaults(parser.parse_args(argv))
         # An option given on the command line that contradicts the checkpoint is an error;
         # anything not given comes from the checkpoint.

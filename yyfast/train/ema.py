@@ -30,19 +30,30 @@ class ModelEMA:
         self.start_step = int(start_step)
         self.avg_weight = float(avg_weight)
         self.started = False
+        self._pairs = None
+        self._source = None
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Call after optimizer step number ``step`` (0-based) with the raw (unwrapped) model."""
         if step < self.start_step:
             return
-        src = model.state_dict()
-        for name, avg in self.module.state_dict().items():
-            value = src[name].detach()
-            if not self.started or not avg.is_floating_point():
-                avg.copy_(value)
-            else:
-                avg.mul_(self.avg_weight).add_(value.to(avg.dtype), alpha=1.0 - self.avg_weight)
+        if self._pairs is None or self._source is not model:
+            # state_dict() tensors share storage with the live parameters and buffers (the
+            # optimizer updates them in place), so the pairing is built once, not every step.
+            src = model.state_dict()
+            pairs = [(avg, src[name]) for name, avg in self.module.state_dict().items()]
+            self._pairs = ([a for a, _ in pairs if a.is_floating_point()], [v for a, v in pairs if a.is_floating_point()],
+                           [(a, v) for a, v in pairs if not a.is_floating_point()])
+            self._source = model
+        floats_avg, floats_src, others = self._pairs
+        if not self.started:
+            torch._foreach_copy_(floats_avg, floats_src)
+        else:
+            torch._foreach_mul_(floats_avg, self.avg_weight)
+            torch._foreach_add_(floats_avg, floats_src, alpha=1.0 - self.avg_weight)
+        for avg, value in others:  # num_batches_tracked: copied, not averaged
+            avg.copy_(value)
         self.started = True
 
     def state_dict(self) -> dict:

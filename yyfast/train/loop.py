@@ -129,6 +129,8 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
     if args.batch_size % world.size:
         raise ValueError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the "
                          f"number of processes ({world.size})")
+    if args.sync_bn and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA devices (torch's SyncBatchNorm trains only on GPUs); drop it on the CPU")
     if world.is_main:
         os.makedirs(out, exist_ok=True)
 
