@@ -112,8 +112,8 @@ def test_training_needs_two_values():
         yyfast.ops.dw_bn_act_se(*inputs.values(), training=True, backend="cuda")
 
 
-def _op_args(n=2, c=6, h=5, w=7, stride=2, training=True, channels_last=False, dtype=torch.float32):
-    t = {k: v.to(dtype) for k, v in span_inputs(n, c, h, w).items()}
+def _op_args(n=2, c=6, h=5, w=7, stride=2, training=True, channels_last=False, dtype=torch.float32, device="cpu"):
+    t = {k: v.to(device=device, dtype=dtype) for k, v in span_inputs(n, c, h, w).items()}
     if channels_last:
         t["x"] = t["x"].contiguous(memory_format=torch.channels_last)
     for k in ("x", "dw_weight", "bn_weight", "bn_bias", "se_w1", "se_b1", "se_w2", "se_b2"):
@@ -121,14 +121,16 @@ def _op_args(n=2, c=6, h=5, w=7, stride=2, training=True, channels_last=False, d
     return (*t.values(), stride, 1e-5, training, "gelu", "sigmoid")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("training,channels_last", [(True, False), (False, True)])
-def test_opcheck_forward(training, channels_last):
+def test_opcheck_forward(device, training, channels_last):
     torch.library.opcheck(torch.ops.yyfast.dw_bn_act_se.default,
-                          _op_args(training=training, channels_last=channels_last))
+                          _op_args(training=training, channels_last=channels_last, device=device))
 
 
-def test_opcheck_backward():
-    args = _op_args(training=True, channels_last=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_backward(device):
+    args = _op_args(training=True, channels_last=True, device=device)
     with torch.no_grad():
         y, mean, var, pooled = torch.ops.yyfast.dw_bn_act_se(*args)
     x, w, g, b, _rm, _rv, w1, b1, w2, b2, stride, eps, training, act, gate = args
