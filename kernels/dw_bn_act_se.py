@@ -238,7 +238,7 @@ def dw_output_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, se_ptr, y_ptr, C, H, W,
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def dw_bwd_sums_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rstd_ptr, psums_ptr,
-                       C, H, W, Wo, HWo, T, R, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
+                       C, H, W, Wo, HWo, T, plane, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
                        ACT: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr,
                        BLOCK_C: tl.constexpr):
     """Backward pass 1 over x and grad_y: five per-tile sums per channel.
@@ -247,6 +247,8 @@ def dw_bwd_sums_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rst
     sum_p gy*d, sum_p gy*a, sum_p gy*a*zhat, sum_p a, sum_p a*zhat. Since
     gu = (gy*s[n,c] + gp[n,c]/HWo) * a, these give sum(gu) and sum(gu*zhat) once the SE gradient
     gp (which needs sum_p gy*d first) is known -- without another pass over the big tensors.
+    ``plane`` = R*C, the distance between the planes (a host int, so Triton types it i64 when large;
+    scalar int arguments equal to 1 are specialised to constants, so no ``.to`` is called on them).
     """
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -264,7 +266,6 @@ def dw_bwd_sums_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rst
     a = tl.where(mask, a, 0.0)
     d = tl.where(mask, d, 0.0)
     ga = gy * a
-    plane = R.to(tl.int64) * C
     out = psums_ptr + pid_t.to(tl.int64) * C + offs_c
     tl.store(out, tl.sum(gy * d, axis=0), mask=cmask)
     tl.store(out + plane, tl.sum(ga, axis=0), mask=cmask)
@@ -275,7 +276,7 @@ def dw_bwd_sums_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rst
 
 @triton.jit
 def dw_bwd_gz_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rstd_ptr, se_ptr, gpn_ptr,
-                     k1_ptr, k2_ptr, k3_ptr, gz_ptr, pgw_ptr, C, H, W, Wo, HWo, T, R,
+                     k1_ptr, k2_ptr, k3_ptr, gz_ptr, pgw_ptr, C, H, W, Wo, HWo, T, plane,
                      sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, szn, szc, szh, szw,
                      ACT: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr,
                      BLOCK_C: tl.constexpr):
@@ -312,7 +313,6 @@ def dw_bwd_gz_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rstd_
     # The weight gradient uses the rounded gz that grad_x will also see, so both agree.
     gz = gz_st.to(tl.float32)
     base = x_ptr + n * sxn + (offs_c.to(tl.int64) * sxc)[None, :]
-    plane = R.to(tl.int64) * C
     out = pgw_ptr + pid_t.to(tl.int64) * C + offs_c
     for kh in tl.static_range(3):
         hi = ho * STRIDE + (kh - 1)
@@ -520,7 +520,7 @@ def backward(grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, 
                                           False, bp, dev)
     rstd = torch.rsqrt(var + eps)
     psums = torch.empty((5, R, C), dtype=torch.float32, device=dev)
-    dw_bwd_sums_kernel[grid](xk, w9, gy, scale, shift, mean, rstd, psums, C, H, W, Wo, HWo, T, R, *sx, *sg,
+    dw_bwd_sums_kernel[grid](xk, w9, gy, scale, shift, mean, rstd, psums, C, H, W, Wo, HWo, T, R * C, *sx, *sg,
                              ACT=ACT, STRIDE=stride, BLOCK_P=bp, BLOCK_C=bc)
     sums = psums.view(5, N, T, C).sum(2)  # (5, N, C)
     # SE backward on the tiny (N, C) tensors, float32.
@@ -543,7 +543,7 @@ def backward(grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, 
     gz = torch.empty((N, C, Ho, Wo), dtype=x.dtype, device=dev, memory_format=memory_format_of(xk))
     pgw = torch.empty((9, R, C), dtype=torch.float32, device=dev)
     dw_bwd_gz_kernel[grid](xk, w9, gy, scale, shift, mean, rstd, s, gpn, k1, k2, k3, gz, pgw,
-                           C, H, W, Wo, HWo, T, R, *sx, *sg, *gz.stride(),
+                           C, H, W, Wo, HWo, T, R * C, *sx, *sg, *gz.stride(),
                            ACT=ACT, STRIDE=stride, BLOCK_P=bp, BLOCK_C=bc)
     gx = torch.empty((N, C, H, W), dtype=x.dtype, device=dev, memory_format=memory_format_of(x))
     bpi, bci = _pick_blocks(x.is_cuda, C, H * W)
