@@ -13,8 +13,9 @@ Every block computes exactly what the eval-mode reference block computes (up to 
 Three ways to run (``InferenceYYNet.graph``):
 
 * ``"fast"`` (default): plain PyTorch span where no fused kernel runs on the device, with the
-  activations applied in place and the SE scale folded into the projection (a batched matmul
-  with per-sample weights ``W_project * s_n``), which saves a full pass over the widest tensor;
+  activations applied in place (on float32 CPU tensors: inside oneDNN's convolution, see
+  ``cpu_fusion``) and the SE scale folded into the projection (a batched matmul with
+  per-sample weights ``W_project * s_n``), which saves a full pass over the widest tensor;
 * the same with the fused op as the span on devices where a fused backend runs;
 * ``"plain"``: only standard operators, no in-place ops, no custom ops: the graph ONNX export
   and ``torch.export`` see.
@@ -29,6 +30,7 @@ from torch import nn
 
 from .. import ops
 from ..config import YYNetConfig
+from . import cpu_fusion
 
 #: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
 #: exactly 1 in float32 and float64, so the op's normalisation is an exact no-op.
@@ -66,9 +68,11 @@ class FoldedResidual(nn.Module):
         self.conv1, self.conv2, self.shortcut, self.act = conv1, conv2, shortcut, act
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        main = self.conv2(activation(self.act, self.conv1(x), inplace))
-        out = main.add_(self.shortcut(x)) if inplace else main + self.shortcut(x)
-        return activation(self.act, out, inplace)
+        if inplace:  # the fast graph: oneDNN post-ops on the CPU, in-place ops elsewhere
+            main = cpu_fusion.conv_act(self.conv1, x, self.act, activation)
+            return activation(self.act, cpu_fusion.conv_add(self.conv2, main, self.shortcut(x)), True)
+        main = self.conv2(activation(self.act, self.conv1(x), False))
+        return activation(self.act, main + self.shortcut(x), False)
 
 
 class FoldedSpan(nn.Module):
@@ -85,7 +89,9 @@ class FoldedSpan(nn.Module):
 
     def activated(self, h: torch.Tensor, inplace: bool) -> torch.Tensor:
         """``d = act(DWConv'(h))``: the tensor the SE scales."""
-        return activation(self.act, self.conv(h), inplace)
+        if inplace:
+            return cpu_fusion.conv_act(self.conv, h, self.act, activation)
+        return activation(self.act, self.conv(h), False)
 
     def se_scale(self, d: torch.Tensor) -> torch.Tensor:
         """``s = gate(W2 act(W1 mean_hw(d) + b1) + b2)``, shape (N, C)."""
@@ -125,7 +131,8 @@ class FoldedMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor, span_backend: str = "plain", inplace: bool = False,
                 fold_se: bool = False) -> torch.Tensor:
-        h = activation(self.act, self.expand(x), inplace)
+        h = cpu_fusion.conv_act(self.expand, x, self.act, activation) if inplace else \
+            activation(self.act, self.expand(x), False)
         if span_backend != "plain":
             out = self.project(self.span.fused(h, span_backend))
         elif fold_se:
@@ -177,8 +184,11 @@ class InferenceYYNet(nn.Module):
         if self.graph == "plain" or self.backend == "reference":
             return "plain"
         if self.backend == "auto":
-            name = ops.resolve_backend("auto", device, training=False)
-            return "plain" if name == "reference" else name
+            cache = self.__dict__.setdefault("_auto_span_backend", {})
+            if device.type not in cache:  # resolved once per device type: it reads the backends report
+                name = ops.resolve_backend("auto", device, training=False)
+                cache[device.type] = "plain" if name == "reference" else name
+            return cache[device.type]
         return self.backend
 
     def _blocks(self, blocks: nn.ModuleList, x: torch.Tensor, span_backend: str, fast: bool) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""Convolution + activation (and convolution + add) in one oneDNN call, for float32 CPU tensors.
+
+PyTorch's eager CPU convolution writes its output, then GELU reads and writes it again. oneDNN
+can apply the activation as a post-op while the output is still in cache; measured here (2-core
+AVX2 EPYC, yynet_small_64 shapes) the 1x1 expansion + GELU is ~30% faster and the depthwise
+3x3 + GELU ~15% faster. The entry points are ``torch.ops.mkldnn._convolution_pointwise``
+(what Inductor's CPU backend itself emits). They are internal, so they are used only after a
+one-time self-test on this machine passes; anything else (GPU, bf16/fp16, a torch without
+them, tracing for export) takes the plain ``activation(conv(x))`` path.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: oneDNN post-op name and algorithm for each activation (GELU: the exact erf form).
+_ATTRS = {"gelu": ("gelu", "none"), "silu": ("swish", None)}
+_STATE = {"checked": False, "ok": False, "reason": None}
+
+
+def _conv_args(conv: nn.Conv2d):
+    return list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
+
+
+def _self_test() -> Optional[str]:
+    """None if the fused ops exist and agree with the unfused ones here, else why not."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 6, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+        for act, groups in (("gelu", 1), ("silu", 6)):
+            conv = nn.Conv2d(6, 6, 3, 2, 1, groups=groups).to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                ref = (F.gelu if act == "gelu" else F.silu)(conv(x))
+                out = _conv_act_mkldnn(conv, x, act)
+                ref_add = conv(x) + ref
+                out_add = _conv_add_mkldnn(conv, x, ref)
+            for a, b in ((out, ref), (out_add, ref_add)):
+                if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
+                    return "oneDNN's fused convolution disagrees with the unfused one on this machine"
+    except Exception as exc:  # missing op, no oneDNN, unsupported CPU
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def available() -> bool:
+    """Whether the fused CPU convolutions passed their self-test (run once per process)."""
+    if not _STATE["checked"]:
+        _STATE["checked"] = True
+        reason = _self_test() if torch.backends.mkldnn.is_available() else "torch has no oneDNN (mkldnn)"
+        _STATE["ok"], _STATE["reason"] = reason is None, reason
+    return bool(_STATE["ok"])
+
+
+def usable(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and available())
+
+
+def _conv_act_mkldnn(conv: nn.Conv2d, x: torch.Tensor, act: str) -> torch.Tensor:
+    attr, algorithm = _ATTRS[act]
+    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, *_conv_args(conv), attr, [], algorithm)
+
+
+def _conv_add_mkldnn(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise.binary(x, other, conv.weight, conv.bias, *_conv_args(conv), "add",
+                                                          None, None, [], None)
+
+
+def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, activation) -> torch.Tensor:
+    """``act(conv(x))``; one oneDNN call where usable, else ``activation(act, conv(x), inplace=True)``."""
+    if usable(x):
+        return _conv_act_mkldnn(conv, x, act)
+    return activation(act, conv(x), True)
+
+
+def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``conv(x) + other`` (``other`` has the output's shape); one oneDNN call where usable."""
+    if usable(x) and other.dtype == x.dtype and other.shape[1] == conv.out_channels:
+        return _conv_add_mkldnn(conv, x, other)
+    return conv(x).add_(other)
