@@ -143,10 +143,10 @@ def _cpu_fused_backends():
 @pytest.mark.parametrize("backend", _cpu_fused_backends())
 def test_folded_model_through_fused_ops_cpu(backend):
     """The spans and the fusion run through yyfast.ops (Triton interpreter / C++ CPU kernels)."""
-    cfg = YYNetConfig(name="tiny", yy_width=8, yy_mbconvs=2, sp_mbconvs=1, head_width=8, act="gelu",
-                      se_gate="hardsigmoid", fusion="gate_sub")
+    cfg = YYNetConfig(name="tiny", yy_width=8, yy_mbconvs=1, sp_mbconvs=1, head_width=8, act="gelu",
+                      se_gate="hardsigmoid", fusion="gate_sub")  # one stride-2 and one stride-1 span a branch
     model = trained_like_(ReferenceYYNet(cfg)).eval()
-    x = torch.randn(2, 3, 12, 10)
+    x = torch.randn(2, 3, 8, 6)
     folded = optimize_for_inference(model, backend=backend)
     assert folded.span_backend(x.device) == backend
     try:

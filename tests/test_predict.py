@@ -1,9 +1,10 @@
 """python -m yyfast.predict: checkpoints of every kind, batching, top-k, JSON, unreadable images."""
 import json
 import os
-import subprocess
+import runpy
 import sys
 import tarfile
+import warnings
 
 import pytest
 import torch
@@ -144,13 +145,16 @@ def test_unreadable_image_is_named_and_skippable(capsys, tmp_path, images, train
     assert code == 2 and "missing" in err
 
 
-def test_module_entry_point(images, trainer_ckpt):
+def test_module_entry_point(capsys, monkeypatch, images, trainer_ckpt):
+    """``python -m yyfast.predict`` (run in-process with runpy: a fresh interpreter costs seconds)."""
     folder, _ = images
-    proc = subprocess.run([sys.executable, "-m", "yyfast.predict", trainer_ckpt[0], folder, "--topk", "1",
-                           "--no-progress"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    monkeypatch.setattr(sys, "argv", ["yyfast.predict", trainer_ckpt[0], folder, "--topk", "1", "--no-progress"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: yyfast.predict is already imported
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_module("yyfast.predict", run_name="__main__")
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 and all(line.split(": ")[1].split()[0] in CIFAR10_CLASSES for line in lines)
 
 
