@@ -36,8 +36,8 @@ def plain_inference_model(model: nn.Module) -> nn.Module:
     if isinstance(model, CUDAGraphForward):
         model = model.model
     if isinstance(model, ReferenceYYNet):
-        folded = optimize_for_inference(model.cpu().float() if next(model.parameters()).is_cuda else model,
-                                        dtype=torch.float32, channels_last=False, backend="reference")
+        # Folding reads the weights into float64 on the CPU; ``model`` itself is not moved or changed.
+        folded = optimize_for_inference(model, dtype=torch.float32, channels_last=False, backend="reference")
     elif isinstance(model, InferenceYYNet):
         import copy
 
