@@ -181,8 +181,15 @@ def check_model_step(backend: str, device: str = "cpu", tol: float = 1e-4, batch
     """One training step of ``yynet_small_16`` on ``backend`` matches the reference step.
 
     Same weights and input; compares the logits, the loss, every parameter's gradient, every
-    BatchNorm running statistic, and the parameters after one AdamW step, then the eval logits.
+    BatchNorm running statistic, and the parameters after one optimizer step, then the eval logits.
     The reference runs in float64 on the CPU; the backend in float32 on ``device``.
+
+    Two things make a naive comparison ill-posed, for every float32 backend (the reference too):
+    the biases of convolutions that feed a BatchNorm (``conv1.bias``, ``conv2.bias``, ``bn_in.bias``)
+    have an exact gradient of 0 (float64 gives ~1e-16, float32 ~1e-9), so their gradients are held
+    to an absolute bound relative to the whole gradient instead; and AdamW's first step is
+    ``lr * sign(grad)`` per element, which flips at random where a gradient is ~0, so the step is SGD
+    with momentum and weight decay.
     """
     ref = yyfast.create_model("yynet_small_16", backend="reference", **options).double()
     with torch.no_grad():  # trained-like BN statistics instead of the (0, 1) defaults
@@ -197,8 +204,8 @@ def check_model_step(backend: str, device: str = "cpu", tol: float = 1e-4, batch
     target = torch.randint(0, 10, (batch,))
     ref.train()
     net.train()
-    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-3, amsgrad=True)
-    opt_net = torch.optim.AdamW(net.parameters(), lr=1e-3, amsgrad=True)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=0.05)
+    opt_net = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=0.05)
     out_ref = ref(x)
     loss_ref = torch.nn.functional.cross_entropy(out_ref, target)
     loss_ref.backward()
@@ -208,7 +215,12 @@ def check_model_step(backend: str, device: str = "cpu", tol: float = 1e-4, batch
     assert rel_err(out, out_ref) < tol, f"logits differ: {rel_err(out, out_ref):.3e}"
     assert abs(loss.item() - loss_ref.item()) < tol * max(1.0, abs(loss_ref.item()))
     ref_params = dict(ref.named_parameters())
+    total = torch.sqrt(sum(p.grad.norm() ** 2 for p in ref.parameters())).item()
+    zero_grad = {n for n, p in ref_params.items() if p.grad.norm().item() < 1e-8 * total}
     for name, p in net.named_parameters():
+        if name in zero_grad:
+            assert p.grad.norm().item() < 1e-5 * total, f"grad {name} should be ~0, got {p.grad.norm().item():.3e}"
+            continue
         err = rel_err(p.grad, ref_params[name].grad)
         assert err < 10 * tol, f"grad {name}: relative error {err:.3e}"
     ref_buffers = dict(ref.named_buffers())
@@ -220,6 +232,10 @@ def check_model_step(backend: str, device: str = "cpu", tol: float = 1e-4, batch
     opt_ref.step()
     opt_net.step()
     for name, p in net.named_parameters():
+        if name in zero_grad:  # moved by lr * (gradient noise) only: the same absolute bound, times lr
+            diff = (p.detach().double().cpu() - ref_params[name].detach()).norm().item()
+            assert diff < 0.1 * 1e-5 * total, f"param {name} after step moved {diff:.3e}"
+            continue
         assert rel_err(p, ref_params[name]) < tol, f"param {name} after step: {rel_err(p, ref_params[name]):.3e}"
     ref.eval()
     net.eval()

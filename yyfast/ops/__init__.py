@@ -47,18 +47,25 @@ def _backend_module(name: str):
 
 def resolve_backend(backend: str, device: torch.device, training: bool = True) -> str:
     """The concrete backend for ``backend`` on ``device``; raises ``RuntimeError`` if unavailable."""
+    return _resolve_backend(backend, device.type, bool(training))
+
+
+@torch._dynamo.assume_constant_result
+def _resolve_backend(backend: str, device_type: str, training: bool) -> str:
+    # A constant for torch.compile: the answer depends only on the machine, and tracing the
+    # availability probe (imports, lru_cache) would break fullgraph compilation.
     from ..availability import auto_backend, backends
 
     if backend == "auto":
-        return auto_backend(device, training)
+        return auto_backend(torch.device(device_type), training)
     if backend == "reference":
         return backend
     if backend not in ("triton", "cuda"):
         raise ValueError(f"backend={backend!r} is not valid; allowed values: 'reference', 'triton', 'cuda', 'auto'")
     info = backends()[backend]
-    if device.type not in info["devices"]:
-        why = info["reason"] or f"it does not run on {device.type} tensors here"
-        raise RuntimeError(f"backend={backend!r} is not available for {device.type} tensors: {why}")
+    if device_type not in info["devices"]:
+        why = info["reason"] or f"it does not run on {device_type} tensors here"
+        raise RuntimeError(f"backend={backend!r} is not available for {device_type} tensors: {why}")
     return backend
 
 
