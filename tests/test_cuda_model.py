@@ -19,7 +19,7 @@ from helpers import rel_err
 pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built (pip install -e . --no-build-isolation)")
 
 
-def model_step(backend: str, device: str, tol: float = 1e-4, batch: int = 4, **options) -> None:
+def model_step(backend: str, device: str, tol: float = 1e-4, batch: int = 2, **options) -> None:
     ref = yyfast.create_model("yynet_small_16", backend="reference", **options).double()
     with torch.no_grad():  # trained-like BN statistics instead of the (0, 1) defaults
         for m in ref.modules():

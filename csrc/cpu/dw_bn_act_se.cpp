@@ -62,6 +62,51 @@ void dwconv_sample(const acc_t* __restrict x, const acc_t* __restrict wt, acc_t*
   }
 }
 
+// The same convolution for one NCHW sample (C, H, W) -> (C, Ho, Wo), w in its (C, 9) layout: the
+// inner loop runs along a contiguous output row (stride 1 vectorises; stride 2 reads every other x).
+template <typename acc_t>
+void dwconv_sample_nchw(const acc_t* __restrict x, const acc_t* __restrict w, acc_t* __restrict z, const Geom& g) {
+  const int64_t plane_in = g.h * g.w, plane_out = g.ho * g.wo;
+  for (int64_t k = 0; k < g.c; ++k) {
+    const acc_t* __restrict xc = x + k * plane_in;
+    acc_t* __restrict zc = z + k * plane_out;
+    for (int64_t r = 0; r < plane_out; ++r) zc[r] = acc_t(0);
+    for (int64_t oh = 0; oh < g.ho; ++oh) {
+      acc_t* __restrict zr = zc + oh * g.wo;
+      for (int kh = 0; kh < 3; ++kh) {
+        const int64_t ih = oh * g.stride - 1 + kh;
+        if (ih < 0 || ih >= g.h) continue;
+        const acc_t* __restrict xr = xc + ih * g.w;
+        for (int kw = 0; kw < 3; ++kw) {
+          if (g.w - kw < 0) continue;  // (only W == 1, kw == 2)
+          const acc_t wv = w[k * 9 + kh * 3 + kw];
+          // valid ow: 0 <= ow*stride - 1 + kw < W, i.e. ow >= (kw == 0) and ow <= (W - kw) / stride
+          const int64_t lo = kw == 0 ? 1 : 0;
+          const int64_t hi = std::min<int64_t>(g.wo, (g.w - kw) / g.stride + 1);  // exclusive
+          if (g.stride == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) zr[ow] += xr[ow - 1 + kw] * wv;
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) zr[ow] += xr[ow * 2 - 1 + kw] * wv;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Calls f(r, k, index) for every element of one sample's (Ho*Wo, C) output, in memory order:
+// index r*C + k in channels_last, k*HW + r in NCHW.
+template <bool CL, typename F>
+inline void for_each_elem(int64_t hw, int64_t C, F&& f) {
+  if (CL) {
+    for (int64_t r = 0; r < hw; ++r)
+      for (int64_t k = 0; k < C; ++k) f(r, k, r * C + k);
+  } else {
+    for (int64_t k = 0; k < C; ++k)
+      for (int64_t r = 0; r < hw; ++r) f(r, k, k * hw + r);
+  }
+}
+
 // A sample of x as acc_t: the tensor itself for float/double, a converted copy for half types.
 template <typename scalar_t, typename acc_t>
 const acc_t* sample_as_acc(const scalar_t* src, int64_t count, std::vector<acc_t>& buf) {
@@ -101,10 +146,11 @@ void se_mlp_forward(const acc_t* p, const acc_t* w1, const acc_t* b1, const acc_
 
 // Per-call constants in the accumulation type, shared by forward and backward.
 struct Params {
-  at::Tensor wt, gamma, beta, w1, b1, w2, b2;
+  at::Tensor wt, w, gamma, beta, w1, b1, w2, b2;
   Params(const at::Tensor& dw_weight, const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& se_w1,
          const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2, at::ScalarType acc, int64_t C) {
-    wt = acc_copy(dw_weight.reshape({C, 9}).t(), acc);  // (9, C)
+    wt = acc_copy(dw_weight.reshape({C, 9}).t(), acc);  // (9, C), for channels_last
+    w = acc_copy(dw_weight.reshape({C, 9}), acc);       // (C, 9), for NCHW
     gamma = acc_copy(bn_weight, acc);
     beta = acc_copy(bn_bias, acc);
     w1 = acc_copy(se_w1, acc);
@@ -121,12 +167,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     std::string gate) {
   const SpanDims d = check_span_args(kOp, x_in, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1,
                                      se_b1, se_w2, se_b2, stride, act, gate, c10::DeviceType::CPU);
+  // The forward runs natively in both layouts (no conversion copies around the op).
   const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = x_in.contiguous(fmt);
   const auto acc = acc_type_for(x.scalar_type());
   const Params prm(dw_weight, bn_weight, bn_bias, se_w1, se_b1, se_w2, se_b2, acc, d.c);
   const auto acc_opts = x.options().dtype(acc);
-  at::Tensor y = at::empty({d.n, d.c, d.ho, d.wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor y = at::empty({d.n, d.c, d.ho, d.wo}, x.options().memory_format(fmt));
   at::Tensor mean = training ? at::empty({d.c}, acc_opts) : acc_copy(running_mean, acc);
   at::Tensor var = training ? at::empty({d.c}, acc_opts) : acc_copy(running_var, acc);
   at::Tensor pooled = at::empty({d.n, d.c}, acc_opts);
@@ -135,75 +183,85 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dw_bn_act_se_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* px = x.const_data_ptr<scalar_t>();
-    const acc_t* wt = prm.wt.const_data_ptr<acc_t>();
-    if (training) {
-      // Pass 1: per-sample (mean, M2) of the depthwise output, merged across samples in double.
-      std::vector<double> smean(d.n * C), sm2(d.n * C);
-      at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
-        std::vector<acc_t> xbuf, z(hw_out * C);
-        std::vector<acc_t> s(C);
-        for (int64_t n = n0; n < n1; ++n) {
-          dwconv_sample<acc_t>(sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf), wt, z.data(), g);
-          std::fill(s.begin(), s.end(), acc_t(0));
-          for (int64_t r = 0; r < hw_out; ++r)
-            for (int64_t k = 0; k < C; ++k) s[k] += z[r * C + k];
-          for (int64_t k = 0; k < C; ++k) s[k] /= static_cast<acc_t>(hw_out);
-          for (int64_t k = 0; k < C; ++k) smean[n * C + k] = s[k];
-          std::fill(s.begin(), s.end(), acc_t(0));
-          for (int64_t r = 0; r < hw_out; ++r)
-            for (int64_t k = 0; k < C; ++k) {
-              const acc_t dz = z[r * C + k] - static_cast<acc_t>(smean[n * C + k]);
+    auto run = [&](auto cl_tag) {
+      constexpr bool CL = decltype(cl_tag)::value;
+      const scalar_t* px = x.const_data_ptr<scalar_t>();
+      const acc_t* wconv = CL ? prm.wt.const_data_ptr<acc_t>() : prm.w.const_data_ptr<acc_t>();
+      auto conv = [&](const acc_t* xs, acc_t* z) {
+        if (CL) {
+          dwconv_sample<acc_t>(xs, wconv, z, g);
+        } else {
+          dwconv_sample_nchw<acc_t>(xs, wconv, z, g);
+        }
+      };
+      if (training) {
+        // Pass 1: per-sample (mean, M2) of the depthwise output, merged across samples in double.
+        std::vector<double> smean(d.n * C), sm2(d.n * C);
+        at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
+          std::vector<acc_t> xbuf, z(hw_out * C), s(C);
+          for (int64_t n = n0; n < n1; ++n) {
+            conv(sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf), z.data());
+            std::fill(s.begin(), s.end(), acc_t(0));
+            for_each_elem<CL>(hw_out, C, [&](int64_t, int64_t k, int64_t i) { s[k] += z[i]; });
+            for (int64_t k = 0; k < C; ++k) s[k] /= static_cast<acc_t>(hw_out);
+            for (int64_t k = 0; k < C; ++k) smean[n * C + k] = s[k];
+            std::vector<acc_t> mu(s);
+            std::fill(s.begin(), s.end(), acc_t(0));
+            for_each_elem<CL>(hw_out, C, [&](int64_t, int64_t k, int64_t i) {
+              const acc_t dz = z[i] - mu[k];
               s[k] += dz * dz;
-            }
-          for (int64_t k = 0; k < C; ++k) sm2[n * C + k] = s[k];
+            });
+            for (int64_t k = 0; k < C; ++k) sm2[n * C + k] = s[k];
+          }
+        });
+        acc_t* pm = mean.mutable_data_ptr<acc_t>();
+        acc_t* pv = var.mutable_data_ptr<acc_t>();
+        for (int64_t k = 0; k < C; ++k) {
+          double cnt = 0, mu = 0, m2 = 0;
+          for (int64_t n = 0; n < d.n; ++n)
+            welford_merge<double>(cnt, mu, m2, static_cast<double>(hw_out), smean[n * C + k], sm2[n * C + k]);
+          pm[k] = static_cast<acc_t>(mu);
+          pv[k] = static_cast<acc_t>(m2 / cnt);  // biased variance, as BatchNorm normalises with
+        }
+      }
+      std::vector<acc_t> rstd(C), scale(C), shift(C);
+      bn_constants<acc_t>(mean.const_data_ptr<acc_t>(), var.const_data_ptr<acc_t>(),
+                          prm.gamma.const_data_ptr<acc_t>(), prm.beta.const_data_ptr<acc_t>(),
+                          static_cast<acc_t>(eps), C, rstd.data(), scale.data(), shift.data());
+      const acc_t *w1 = prm.w1.const_data_ptr<acc_t>(), *b1 = prm.b1.const_data_ptr<acc_t>();
+      const acc_t *w2 = prm.w2.const_data_ptr<acc_t>(), *b2 = prm.b2.const_data_ptr<acc_t>();
+      acc_t* pp = pooled.mutable_data_ptr<acc_t>();
+      scalar_t* py = y.mutable_data_ptr<scalar_t>();
+      const int act_k = d.act, gate_k = d.gate;
+      const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(hw_out);
+      // Pass 2: conv -> BN -> act (kept in the per-thread buffer) -> pool -> SE MLP -> y = d * s.
+      at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
+        std::vector<acc_t> xbuf, z(hw_out * C), psum(C), h1(hid), a1(hid), h2(C), s(C);
+        for (int64_t n = n0; n < n1; ++n) {
+          conv(sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf), z.data());
+          std::fill(psum.begin(), psum.end(), acc_t(0));
+          for_each_elem<CL>(hw_out, C, [&](int64_t, int64_t k, int64_t i) {
+            const acc_t dv = act_forward(act_k, bn_affine(z[i], scale[k], shift[k]));
+            z[i] = dv;
+            psum[k] += dv;
+          });
+          acc_t* p = pp + n * C;
+          for (int64_t k = 0; k < C; ++k) p[k] = psum[k] * inv_hw;
+          se_mlp_forward<acc_t>(p, w1, b1, w2, b2, C, hid, act_k, h1.data(), a1.data(), h2.data());
+          for (int64_t k = 0; k < C; ++k) s[k] = gate_forward(gate_k, h2[k]);
+          scalar_t* yn = py + n * hw_out * C;
+          for_each_elem<CL>(hw_out, C,
+                            [&](int64_t, int64_t k, int64_t i) { yn[i] = static_cast<scalar_t>(z[i] * s[k]); });
         }
       });
-      acc_t* pm = mean.mutable_data_ptr<acc_t>();
-      acc_t* pv = var.mutable_data_ptr<acc_t>();
-      for (int64_t k = 0; k < C; ++k) {
-        double cnt = 0, mu = 0, m2 = 0;
-        for (int64_t n = 0; n < d.n; ++n)
-          welford_merge<double>(cnt, mu, m2, static_cast<double>(hw_out), smean[n * C + k], sm2[n * C + k]);
-        pm[k] = static_cast<acc_t>(mu);
-        pv[k] = static_cast<acc_t>(m2 / cnt);  // biased variance, as BatchNorm normalises with
-      }
+    };
+    if (cl) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
     }
-    std::vector<acc_t> rstd(C), scale(C), shift(C);
-    bn_constants<acc_t>(mean.const_data_ptr<acc_t>(), var.const_data_ptr<acc_t>(), prm.gamma.const_data_ptr<acc_t>(),
-                        prm.beta.const_data_ptr<acc_t>(), static_cast<acc_t>(eps), C, rstd.data(), scale.data(),
-                        shift.data());
-    const acc_t *w1 = prm.w1.const_data_ptr<acc_t>(), *b1 = prm.b1.const_data_ptr<acc_t>();
-    const acc_t *w2 = prm.w2.const_data_ptr<acc_t>(), *b2 = prm.b2.const_data_ptr<acc_t>();
-    acc_t* pp = pooled.mutable_data_ptr<acc_t>();
-    scalar_t* py = y.mutable_data_ptr<scalar_t>();
-    const int act_k = d.act, gate_k = d.gate;
-    const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(hw_out);
-    // Pass 2: conv -> BN -> act (kept in the per-thread buffer) -> pool -> SE MLP -> y = d * s.
-    at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<acc_t> xbuf, z(hw_out * C), psum(C), h1(hid), a1(hid), h2(C), s(C);
-      for (int64_t n = n0; n < n1; ++n) {
-        dwconv_sample<acc_t>(sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf), wt, z.data(), g);
-        std::fill(psum.begin(), psum.end(), acc_t(0));
-        for (int64_t r = 0; r < hw_out; ++r) {
-          acc_t* zr = z.data() + r * C;
-          for (int64_t k = 0; k < C; ++k) {
-            const acc_t dv = act_forward(act_k, bn_affine(zr[k], scale[k], shift[k]));
-            zr[k] = dv;
-            psum[k] += dv;
-          }
-        }
-        acc_t* p = pp + n * C;
-        for (int64_t k = 0; k < C; ++k) p[k] = psum[k] * inv_hw;
-        se_mlp_forward<acc_t>(p, w1, b1, w2, b2, C, hid, act_k, h1.data(), a1.data(), h2.data());
-        for (int64_t k = 0; k < C; ++k) s[k] = gate_forward(gate_k, h2[k]);
-        scalar_t* yn = py + n * hw_out * C;
-        for (int64_t r = 0; r < hw_out; ++r)
-          for (int64_t k = 0; k < C; ++k) yn[r * C + k] = static_cast<scalar_t>(z[r * C + k] * s[k]);
-      }
-    });
   });
-  return {in_format(y, fmt), mean, var, pooled};
+  return {y, mean, var, pooled};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
