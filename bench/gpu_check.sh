@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for the GPU machine: build, report, GPU tests, compute-sanitizer, both benchmarks
-# and a short training run, all inside one time budget (default 470 s, GPU_CHECK_BUDGET_S).
+# and a short training run, all inside one time budget (default 450 s, GPU_CHECK_BUDGET_S; 8 minutes with packing).
 #
 #   bench/gpu_check.sh RESULTS_DIR
 #
@@ -26,7 +26,7 @@ OUT=$(mkdir -p "$1" && cd "$1" && pwd) || { echo "error: cannot create RESULTS_D
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 2
 PY=${PYTHON:-python}
-BUDGET=${GPU_CHECK_BUDGET_S:-470}
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
 LOGS=$(mktemp -d)
 STEPS="$LOGS/steps.tsv"
 : > "$STEPS"
@@ -34,6 +34,7 @@ START=$(date +%s)
 RESERVE=15  # seconds kept for packing the results
 
 remaining() { echo $(( BUDGET - ($(date +%s) - START) - RESERVE )); }
+cap() { local left; left=$(remaining); [ "$1" -lt "$left" ] && echo "$1" || echo $(( left > 0 ? left : 0 )); }
 
 # step NAME LIMIT_S CMD...: run CMD with its output in $LOGS/NAME.log, limited to LIMIT_S seconds
 # or what is left of the budget, whichever is smaller; record name, rc, seconds, limit, note.
@@ -72,36 +73,18 @@ if [ "${GPU_CHECK_SKIP_BUILD:-0}" = "1" ]; then
 else
     export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
     [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ] && export CUDA_HOME=/usr/local/cuda
-    step build 240 "$PY" -m pip install -e . --no-build-isolation --no-deps
+    step build 200 "$PY" -m pip install -e . --no-build-isolation --no-deps
 fi
 
 # 2. what is built and usable
-step info 60 "$PY" -m yyfast.info --json
+step info 30 "$PY" -m yyfast.info --json
 cp "$LOGS/info.log" "$LOGS/info.json" 2>/dev/null
 
 # 3. the GPU tests (parametrised with device "cuda"; they skip without a GPU, saying why)
-step tests 150 "$PY" -m pytest -x -q -rs tests -k "${GPU_CHECK_PYTEST_K:-cuda or gpu}" \
+step tests 120 "$PY" -m pytest -x -q -rs tests -k "${GPU_CHECK_PYTEST_K:-cuda or gpu}" \
     --junitxml="$OUT/junit.xml" -p no:cacheprovider
 
-# Result files carry the names bench/results/ uses (<device-slug>-<date>-<kind>.*), so they can be
-# copied there as they are.
-STEM=$("$PY" -c "import sys; sys.path.insert(0, 'bench'); import common, torch
-print(common.result_stem(common.pick_device('auto'), 'X').name[:-2])" 2>/dev/null) || STEM="unknown-$(date +%F)"
-TP="$OUT/$STEM-throughput"; KN="$OUT/$STEM-kernels"
-
-# 4. benchmarks; the GPU defaults are cut to the goal configurations (bf16; train 64, eval 1024) to fit
-#    the budget; each writes its JSON after every configuration, so a timeout keeps what finished.
-#    Without a GPU the scripts' own (small) CPU defaults apply.
-TP_ARGS=""
-[ "$HAS_GPU" = "1" ] && TP_ARGS="--dtypes bf16 --train-batch 64 --eval-batch 1024"
-# shellcheck disable=SC2086
-step throughput 200 "$PY" bench/throughput.py --no-progress --json "$TP.json" --md "$TP.md" --plot "$TP.png" \
-    --deadline-s 150 ${GPU_CHECK_THROUGHPUT_ARGS:-$TP_ARGS}
-# shellcheck disable=SC2086
-step kernels 90 "$PY" bench/kernels.py --no-progress --json "$KN.json" --md "$KN.md" \
-    --deadline-s 60 ${GPU_CHECK_KERNELS_ARGS:-}
-
-# 5. compute-sanitizer on both ops, forward and backward, train and eval, small awkward shapes
+# 4. compute-sanitizer on both ops, forward and backward, train and eval, small awkward shapes
 if ! command -v compute-sanitizer > /dev/null 2>&1; then
     skip memcheck "compute-sanitizer not found"
     skip racecheck "compute-sanitizer not found"
@@ -109,11 +92,32 @@ elif [ "$HAS_GPU" != "1" ]; then
     skip memcheck "no GPU visible"
     skip racecheck "no GPU visible"
 else
-    step memcheck 75 compute-sanitizer --tool memcheck --error-exitcode 3 --target-processes all \
+    step memcheck 45 compute-sanitizer --tool memcheck --error-exitcode 3 --target-processes all \
         "$PY" bench/sanitize_ops.py --device cuda
-    step racecheck 75 compute-sanitizer --tool racecheck --error-exitcode 3 --target-processes all \
+    step racecheck 45 compute-sanitizer --tool racecheck --error-exitcode 3 --target-processes all \
         "$PY" bench/sanitize_ops.py --device cuda
 fi
+
+# Result files carry the names bench/results/ uses (<device-slug>-<date>-<kind>.*), so they can be
+# copied there as they are.
+STEM=$("$PY" -c "import sys; sys.path.insert(0, 'bench'); import common, torch
+print(common.result_stem(common.pick_device('auto'), 'X').name[:-2])" 2>/dev/null) || STEM="unknown-$(date +%F)"
+TP="$OUT/$STEM-throughput"; KN="$OUT/$STEM-kernels"
+
+# 5. benchmarks; the GPU defaults are cut to the goal configurations (bf16; train 64, eval 1024) to fit
+#    the budget. Uncompiled rows run first and no configuration starts after --deadline-s (the step's
+#    limit less a margin for the one in flight); a timeout (SIGTERM) still writes what was measured.
+#    Without a GPU the scripts' own (small) CPU defaults apply.
+TP_ARGS=""
+[ "$HAS_GPU" = "1" ] && TP_ARGS="--dtypes bf16 --train-batch 64 --eval-batch 1024"
+LIM=$(cap 170)
+# shellcheck disable=SC2086
+step throughput "$LIM" "$PY" bench/throughput.py --no-progress --json "$TP.json" --md "$TP.md" --plot "$TP.png" \
+    --deadline-s $(( LIM > 90 ? LIM - 60 : LIM / 3 )) ${GPU_CHECK_THROUGHPUT_ARGS:-$TP_ARGS}
+LIM=$(cap 60)
+# shellcheck disable=SC2086
+step kernels "$LIM" "$PY" bench/kernels.py --no-progress --json "$KN.json" --md "$KN.md" \
+    --deadline-s $(( LIM * 2 / 3 )) ${GPU_CHECK_KERNELS_ARGS:-}
 
 # 6. a short training run on a CIFAR-10 subset
 CIFAR=${YYFAST_CIFAR10:-.carry/cifar10-jpeg.tar.gz}
@@ -124,7 +128,7 @@ elif [ ! -f "$CIFAR" ]; then
     skip train "no CIFAR-10 archive at $CIFAR (set YYFAST_CIFAR10)"
 else
     DEVICE=cpu; [ "$HAS_GPU" = "1" ] && DEVICE=cuda
-    step train 90 "$PY" -m yyfast.train --data "$CIFAR" --model yynet_small_64 --epochs 2 --batch-size 64 \
+    step train 60 "$PY" -m yyfast.train --data "$CIFAR" --model yynet_small_64 --epochs 2 --batch-size 64 \
         --subset-train 5000 --subset-test 1000 --out "$LOGS/train" --device "$DEVICE" --no-progress
 fi
 
