@@ -94,8 +94,6 @@ def export_onnx(model: nn.Module, path: str, batch: Optional[int] = None, opset:
     (TorchScript, then dynamo), ``"torchscript"`` or ``"dynamo"``. With ``check`` the report lists
     onnxruntime's relative error against PyTorch (< 1e-4 or ``RuntimeError``).
     """
-    import onnx
-
     from .config import INPUT_SIZES
 
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
@@ -126,6 +124,8 @@ def export_onnx(model: nn.Module, path: str, batch: Optional[int] = None, opset:
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
     if used is None:
         raise RuntimeError("ONNX export failed with every exporter:\n" + "\n".join(errors))
+    import onnx
+
     proto = onnx.load(path)
     graph = proto.graph
     # The dynamo exporter may keep a newer opset when it cannot convert down: report the file's.
