@@ -26,7 +26,8 @@ def trained(tmp_path_factory):
     data = _cifar_batches(root)
     out = root / "run"
     assert train_main(["--data", str(data), "--model", "yynet_small_16", "--out", str(out), "--epochs", "1",
-                       "--batch-size", "16", "--ema-start", "0", "--no-progress", "--no-cache"]) == 0
+                       "--batch-size", "16", "--ema-start", "0", "--image-size", "16", "--no-progress",
+                       "--no-cache", "--threads", "1"]) == 0
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     return data, out / "last.pt", metrics
 

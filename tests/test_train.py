@@ -40,13 +40,16 @@ def read_metrics(out):
         return [json.loads(line) for line in fh]
 
 
+# One thread: on a 2-core machine, two intra-op threads collapse (several times slower) as soon as
+# anything else competes for the cores; one thread is steady.
 def _args(data, out, *extra):
-    return ["--data", data, "--model", "yynet_small_16", "--out", str(out), "--no-progress", "--no-cache", *extra]
+    return ["--data", data, "--model", "yynet_small_16", "--out", str(out), "--no-progress", "--no-cache",
+            "--threads", "1", *extra]
 
 
 # Resume: 3 epochs of 4 steps (50 images, batch 16: 3 full batches and one of 2); EMA from step 3;
-# head dropout makes the global torch RNG matter.
-RESUME_RUN = ("--epochs", "3", "--batch-size", "16", "--seed", "3", "--head-dropout", "0.2")
+# head dropout makes the global torch RNG matter; 16x16 images keep it fast.
+RESUME_RUN = ("--epochs", "3", "--batch-size", "16", "--seed", "3", "--head-dropout", "0.2", "--image-size", "16")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,9 @@ def test_resume_is_bit_identical(tiny_cifar, unbroken_run, tmp_path):
     assert len(read_metrics(out)) == 1
     assert not json.loads((out / "summary.json").read_text())["finished"]
     # Only --out and --resume: every other option comes from the checkpoint.
+    threads = torch.get_num_threads()
     assert main(["--out", str(out), "--resume", "--no-progress", "--stop-after-epochs", "2"]) == 0
+    assert torch.get_num_threads() == threads  # --threads (saved in the checkpoint) was undone
     assert main(["--out", str(out), "--resume", "--no-progress"]) == 0
     strip = [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_metrics(out)]
     want = [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_metrics(unbroken_run)]
@@ -142,7 +147,7 @@ def test_learns_on_a_cifar10_subset(tmp_path, tmp_path_factory):
     out = tmp_path / "learn"
     args = ["--data", cifar_tar(), "--model", "yynet_small_16", "--out", str(out), "--no-progress",
             "--cache-dir", str(cache), "--subset-train", "2000", "--subset-test", "500", "--image-size", "16",
-            "--epochs", "3", "--batch-size", "64", "--seed", "0"]
+            "--epochs", "3", "--batch-size", "64", "--seed", "0", "--threads", "1"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_train"] == 2000 and summary["num_test"] == 500

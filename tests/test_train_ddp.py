@@ -25,7 +25,7 @@ def test_two_process_gloo_run(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "yyfast.train", "--data", str(d), "--model", "yynet_small_16", "--out", str(out),
            "--epochs", "2", "--batch-size", "16", "--stop-after-epochs", "1", "--ema-start", "0", "--no-progress",
-           "--cache-dir", str(tmp_path / "cache"), "--backend", "reference"]
+           "--cache-dir", str(tmp_path / "cache"), "--backend", "reference", "--image-size", "16"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Only rank 0 logs and writes.

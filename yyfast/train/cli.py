@@ -13,7 +13,7 @@ import os
 import sys
 from typing import List, Optional
 
-from ..config import FUSIONS, INPUT_SIZES, SE_GATES, ACTIVATIONS, YIN_INPUTS, BACKENDS, list_models
+from ..config import ACTIVATIONS, BACKENDS, FUSIONS, INPUT_SIZES, SE_GATES, YIN_INPUTS, list_models
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .recipe import EMA_AVG_WEIGHT, EMA_START_FRACTION, GRAD_CLIP_NORM, WEIGHT_DECAY_FACTOR, recipe_defaults
 

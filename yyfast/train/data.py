@@ -227,7 +227,8 @@ def _read_tar(path: str, splits: Sequence[str], subsets: Dict[str, Optional[int]
     try:
         tf = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DatasetError(f"--data {path!r}: cannot read it as a tar archive: it is truncated or corrupt ({exc})") from exc
+        raise DatasetError(f"--data {path!r}: cannot read it as a tar archive: it is truncated or corrupt "
+                           f"({exc})") from exc
     kept: Dict[str, Dict[str, list]] = {s: {} for s in splits}
     cifar_members: Dict[str, bytes] = {}
     with tf:

@@ -43,7 +43,8 @@ class ModelEMA:
             # optimizer updates them in place), so the pairing is built once, not every step.
             src = model.state_dict()
             pairs = [(avg, src[name]) for name, avg in self.module.state_dict().items()]
-            self._pairs = ([a for a, _ in pairs if a.is_floating_point()], [v for a, v in pairs if a.is_floating_point()],
+            floats = [(a, v) for a, v in pairs if a.is_floating_point()]
+            self._pairs = ([a for a, _ in floats], [v for _, v in floats],
                            [(a, v) for a, v in pairs if not a.is_floating_point()])
             self._source = model
         floats_avg, floats_src, others = self._pairs

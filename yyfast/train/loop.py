@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import platform
 import random
@@ -19,8 +20,8 @@ from ..config import get_config
 from . import distributed as dist_utils
 from .augment import CIFAR10_MEAN, CIFAR10_STD, BatchAugment
 from .cache import load_dataset
-from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, load_checkpoint, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, rng_state, save_checkpoint,
+                         set_rng_state)
 from .ema import ModelEMA
 from .engine import evaluate, steps_per_epoch, train_one_epoch
 from .plot import plot_curves
@@ -112,15 +113,17 @@ def train(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]] = None,
     """Run (or continue, given the loaded ``checkpoint``) the training ``args`` describe; returns the summary."""
     world = dist_utils.world_from_env()
     device = dist_utils.init(world, resolve_device(args.device))
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         return _train(args, checkpoint, world, device, log if world.is_main else (lambda *a, **k: None))
     finally:
+        torch.set_num_threads(threads)  # train() may run inside a bigger program (tests, notebooks)
         dist_utils.shutdown(world)
 
 
 def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = args.out
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
     if checkpoint is None and os.path.exists(ckpt_path):
@@ -226,6 +229,8 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
         test_loss, test_acc = evaluate(raw_model, test_x, test_y, augment, precision, args.eval_batch_size, world,
                                        progress, desc="test")
         ema_model = ema.model() if ema is not None else None
+        if ema_model is not None:
+            dist_utils.broadcast_buffers(ema_model, world)  # its BN averages came from per-rank statistics
         ema_loss, ema_acc = (evaluate(ema_model, test_x, test_y, augment, precision, args.eval_batch_size, world,
                                       progress, desc="test (EMA)") if ema_model is not None else (None, None))
         elapsed = elapsed_before + time.perf_counter() - run_start
@@ -237,7 +242,8 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
         history.append(metrics)
         log(_epoch_line(metrics, args.epochs))
         if world.is_main:
-            state = {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "args": vars(args), "model": raw_model.state_dict(),
+            state = {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "args": vars(args),
+                     "model": raw_model.state_dict(),
                      "config": raw_model.config.to_dict(), "classes": classes, "image_size": args.image_size,
                      "normalize": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -254,7 +260,8 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
         atomic_write_json(os.path.join(out, "summary.json"), result)
         if result["finished"]:
             best = result["best"]
-            log(f"done: last test acc {_fmt_pct(result['last']['test_acc'])} (EMA {_fmt_pct(result['last']['ema_test_acc'])}), "
+            last = result["last"]
+            log(f"done: last test acc {_fmt_pct(last['test_acc'])} (EMA {_fmt_pct(last['ema_test_acc'])}), "
                 f"best {_fmt_pct(best['test_acc'])} at epoch {best['test_acc_epoch']} "
                 f"(EMA {_fmt_pct(best['ema_test_acc'])}); outputs in {out}")
         else:
@@ -264,6 +271,4 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
 
 
 def _json_line(obj) -> str:
-    import json
-
     return json.dumps(obj, sort_keys=True) + "\n"
