@@ -1,5 +1,5 @@
 """A whole YYNet on the Triton ops (backend "triton") matches the reference network: one training
-step (logits, loss, every gradient, BN statistics, AdamW update) and eval logits, for every option
+step (logits, loss, every gradient, BN statistics, optimizer update) and eval logits, for every option
 that changes what the kernels compute (act x SE gate) and a non-default fusion."""
 import warnings
 

@@ -6,7 +6,6 @@ import warnings
 from typing import Any, Union
 
 import torch
-from torch import nn
 
 from . import ops
 from .config import BACKENDS, YYNetConfig, get_config, list_models

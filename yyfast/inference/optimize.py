@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..config import BACKENDS
+
 from ..reference import MBConv, ReferenceYYNet, Residual
 from .cuda_graph import CUDAGraphForward
 from .fold import fold_bn_into_1x1, fold_conv_bn
