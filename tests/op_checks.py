@@ -180,6 +180,30 @@ def check_yinyang_fuse(backend: str, device: str, dtype: torch.dtype, shape, for
     return errors
 
 
+def check_compiled_matches_eager(step, inputs: Dict[str, torch.Tensor], compile_backend: str) -> None:
+    """``torch.compile(step, fullgraph=True)`` runs as one graph and matches eager ``step``.
+
+    ``step(x, dw_weight, ..., se_b2)`` returns a scalar loss; compares the loss, every input
+    gradient and the running statistics (updated in place inside ``step``) after one backward.
+    """
+    def run(fn):
+        leaves = {k: (v.clone().requires_grad_(True) if k not in ("running_mean", "running_var") else v.clone())
+                  for k, v in inputs.items()}
+        loss = fn(*leaves.values())
+        loss.backward()
+        return loss.detach(), leaves
+
+    torch._dynamo.reset()
+    loss_c, got = run(torch.compile(step, fullgraph=True, backend=compile_backend))
+    loss_e, want = run(step)
+    torch.testing.assert_close(loss_c, loss_e)
+    for k in want:
+        if want[k].grad is not None:
+            torch.testing.assert_close(got[k].grad, want[k].grad)
+    torch.testing.assert_close(got["running_mean"], want["running_mean"])
+    torch.testing.assert_close(got["running_var"], want["running_var"])
+
+
 def check_model_step(backend: str, device: str = "cpu", tol: float = 1e-4, batch: int = 4, **options) -> None:
     """One training step of ``yynet_small_16`` on ``backend`` matches the reference step.
 

@@ -11,7 +11,7 @@ import torch
 
 import yyfast
 from conftest import DEVICES
-from op_checks import AWKWARD_SHAPES, SpanCase, check_dw_bn_act_se, span_inputs
+from op_checks import AWKWARD_SHAPES, SpanCase, check_compiled_matches_eager, check_dw_bn_act_se, span_inputs
 
 pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built (pip install -e . --no-build-isolation)")
 from yyfast.ops import cuda_ops  # noqa: E402  (after the skip: needs the extension)
@@ -153,25 +153,6 @@ def test_outputs_and_stats_dtype():
     assert mean.data_ptr() != args[4].data_ptr(), "eval mean must be a copy, never an alias of running_mean"
 
 
-def _compile_and_compare(step, inputs, backend):
-    def run(fn):
-        leaves = {k: (v.clone().requires_grad_(True) if k not in ("running_mean", "running_var") else v.clone())
-                  for k, v in inputs.items()}
-        loss = fn(*leaves.values())
-        loss.backward()
-        return loss.detach(), leaves
-
-    torch._dynamo.reset()
-    loss_c, got = run(torch.compile(step, fullgraph=True, backend=backend))
-    loss_e, want = run(step)
-    torch.testing.assert_close(loss_c, loss_e)
-    for k in want:
-        if want[k].grad is not None:
-            torch.testing.assert_close(got[k].grad, want[k].grad)
-    torch.testing.assert_close(got["running_mean"], want["running_mean"])
-    torch.testing.assert_close(got["running_var"], want["running_var"])
-
-
 def test_torch_compile_fullgraph_backend_op():
     """The backend's functional op (registered op + autograd + fakes) compiles as one graph under
     Inductor, forward and backward, and matches eager."""
@@ -184,7 +165,7 @@ def test_torch_compile_fullgraph_backend_op():
             rv.lerp_(var, 0.1)
         return (y * y).sum()
 
-    _compile_and_compare(step, inputs, "inductor")
+    check_compiled_matches_eager(step, inputs, "inductor")
 
 
 def test_torch_compile_fullgraph_public_op():
@@ -196,15 +177,7 @@ def test_torch_compile_fullgraph_public_op():
                                     gate="hardsigmoid", backend="cuda")
         return (y * y).sum()
 
-    try:
-        _compile_and_compare(step, inputs, "aot_eager")
-    except torch._dynamo.exc.Unsupported as exc:
-        if "import_module" in str(exc):
-            # yyfast.ops.resolve_backend -> yyfast.availability.backends() imports modules, which
-            # Dynamo refuses to trace; the fix belongs there (torch.compiler.assume_constant_result
-            # on resolve_backend). Any other failure fails this test.
-            pytest.xfail("yyfast.ops.resolve_backend is not traceable yet (availability imports modules)")
-        raise
+    check_compiled_matches_eager(step, inputs, "aot_eager")
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -13,7 +13,7 @@ import torch
 
 import yyfast
 from conftest import DEVICES
-from op_checks import AWKWARD_SHAPES, SpanCase, check_dw_bn_act_se, span_inputs
+from op_checks import AWKWARD_SHAPES, SpanCase, check_compiled_matches_eager, check_dw_bn_act_se, span_inputs
 
 pytest.importorskip("triton", reason="Triton is not installed: the Triton backend does not exist here")
 from yyfast.kernels import dw_bn_act_se as span_kernels  # noqa: E402  (after the skip: needs Triton)
@@ -199,25 +199,9 @@ def test_torch_compile_fullgraph(device):
                                     gate="hardsigmoid", backend="triton")
         return (y * y).sum()
 
-    def run(fn):
-        leaves = {k: (v.clone().requires_grad_(True) if k not in ("running_mean", "running_var") else v.clone())
-                  for k, v in inputs.items()}
-        loss = fn(*leaves.values())
-        loss.backward()
-        return loss.detach(), leaves
-
-    torch._dynamo.reset()
     # aot_eager on the CPU: the point is one graph through the custom op and its autograd, and
     # Inductor's C++ compile would cost CI tens of seconds without adding to that.
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
-    loss_c, got = run(compiled)
-    loss_e, want = run(step)
-    torch.testing.assert_close(loss_c, loss_e)
-    for k in want:
-        if want[k].grad is not None:
-            torch.testing.assert_close(got[k].grad, want[k].grad)
-    torch.testing.assert_close(got["running_mean"], want["running_mean"])
-    torch.testing.assert_close(got["running_var"], want["running_var"])
+    check_compiled_matches_eager(step, inputs, "aot_eager" if device == "cpu" else "inductor")
 
 
 def test_torch_compile_fullgraph_custom_op():

@@ -39,18 +39,23 @@ def authors_key(key: str) -> str:
     return f"{_PARTS[part]}.{block}.{table[module]}.{leaf}"
 
 
+def strip_prefixes(state_dict: Mapping) -> Dict[str, torch.Tensor]:
+    """Drop a ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) prefix on every key."""
+    keys = list(state_dict)
+    for prefix in ("module.", "_orig_mod."):
+        if keys and all(k.startswith(prefix) for k in keys):
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+            keys = list(state_dict)
+    return dict(state_dict)
+
+
 def _strip_wrappers(state_dict: Mapping) -> Dict[str, torch.Tensor]:
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
             state_dict = state_dict[wrapper]
-    keys = list(state_dict)
-    for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
-        if keys and all(k.startswith(prefix) for k in keys):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-            keys = list(state_dict)
-    return dict(state_dict)
+    return strip_prefixes(state_dict)
 
 
 def infer_width(state_dict: Mapping) -> int:

@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from .convert import strip_prefixes
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -47,15 +49,6 @@ class LoadedModel:
 
 
 # -- checkpoints ------------------------------------------------------------------------------------
-def _strip_prefixes(sd: Mapping) -> Dict[str, torch.Tensor]:
-    keys = list(sd)
-    for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
-        if keys and all(k.startswith(prefix) for k in keys):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-            keys = list(sd)
-    return dict(sd)
-
-
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
@@ -90,10 +83,10 @@ def _weights_from(ckpt: Mapping, ema: bool, path: str) -> Tuple[Dict[str, torch.
             entry = entry["module"]
         if not _is_state_dict(entry):
             raise ValueError(f"--ema: {path!r} has no EMA weights (no 'ema' entry holding a state_dict)")
-        return _strip_prefixes(entry), "ema"
+        return strip_prefixes(entry), "ema"
     for key in ("model", "state_dict", "model_state_dict"):
         if _is_state_dict(ckpt.get(key)):
-            return _strip_prefixes(ckpt[key]), key
+            return strip_prefixes(ckpt[key]), key
     raise ValueError(f"{path!r} holds neither a state_dict nor a dict with a 'model' or 'state_dict' entry "
                      f"(top-level keys: {', '.join(map(str, list(ckpt)[:8]))})")
 
@@ -120,14 +113,14 @@ def load_model(path: str, model_name: Optional[str] = None, overrides: Optional[
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"checkpoint {path!r} holds a {type(ckpt).__name__}, not a dict or state_dict")
     if _is_state_dict(ckpt):
-        state, source = _strip_prefixes(ckpt), "state_dict"
+        state, source = strip_prefixes(ckpt), "state_dict"
         if ema:
             raise ValueError(f"--ema: {path!r} is a bare state_dict with no EMA weights")
         if any(k.startswith("yingyang.") for k in state):
             state, source = convert_original_checkpoint(state), "authors"
             from .convert import AUTHORS_OPTIONS, infer_width
 
-            model_name = model_name or f"yynet_small_{infer_width(_strip_prefixes(ckpt))}"
+            model_name = model_name or f"yynet_small_{infer_width(strip_prefixes(ckpt))}"
             overrides = {**AUTHORS_OPTIONS, **overrides}
         elif not model_name:
             raise ValueError(f"{path!r} is a bare state_dict: pass --model NAME (one of the presets) and the "
