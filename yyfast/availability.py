@@ -85,9 +85,9 @@ def backends() -> Dict[str, Dict]:
 #: What ``backend="auto"`` picks, per device type and mode, in order of preference. It follows the
 #: committed benchmark results (bench/results/, the README's results section):
 #: * GPU: the CUDA ops, then Triton (no GPU measurement is committed yet; revisit with the first one).
-#: * CPU eval: the C++ ops, 1.07x the eager reference for yynet_small_64 at batch 256
-#:   (cpu-2core-2026-11-27-throughput.json; 1.12-1.19x in alternated runs during development).
-#: * CPU training: the reference; the C++ training step measured 0.82-1.58x eager on the same
+#: * CPU eval: the C++ ops, 1.05x the eager reference for yynet_small_64 at batch 256
+#:   (cpu-2core-2026-11-27-throughput.json; 1.07x in an earlier run, 1.12-1.19x in alternated runs).
+#: * CPU training: the reference; the C++ training step measured 0.78-1.58x eager on the same
 #:   machine, run to run, and its fused span forward+backward 0.3-0.5x at batch 16 (kernels.json).
 AUTO_PREFERENCE = {
     ("cuda", True): ("cuda", "triton", "reference"),
