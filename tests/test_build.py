@@ -55,3 +55,17 @@ def test_ops_registered():
     pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built")
     for name in ("dw_bn_act_se", "dw_bn_act_se_backward", "yinyang_fuse", "yinyang_fuse_backward"):
         assert hasattr(torch.ops.yyfast, name), f"torch.ops.yyfast.{name} is not registered"
+
+
+@pytest.mark.parametrize("env, expect", [
+    ({"YYFAST_BUILD_EXT": "0"}, "building no extension"),
+    ({}, "with CUDA" if torch.version.cuda and _nvcc() else "C++ CPU kernels only"),
+])
+def test_setup_decides_the_extension_from_the_environment(env, expect):
+    """setup.py's decision, without building: YYFAST_BUILD_EXT=0 builds nothing; otherwise CUDA when
+    torch is a CUDA build and nvcc is found (never from torch.cuda.is_available())."""
+    run_env = {k: v for k, v in os.environ.items() if k != "YYFAST_BUILD_EXT"} | env
+    run = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, env=run_env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert expect in run.stdout, run.stdout
