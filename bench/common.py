@@ -36,13 +36,11 @@ PEAK_MEM_NOTE_GPU = "torch.cuda.max_memory_allocated over the timed repetitions,
 # -- device and environment ------------------------------------------------------------------
 def pick_device(name: str) -> torch.device:
     """``auto`` is the GPU when one is visible, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
+    from yyfast.availability import resolve_device
+
+    if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device={name!r} is not valid; allowed values: 'auto', 'cpu', 'cuda'")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device=cuda was asked for but no CUDA GPU is visible")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def _cpu_model() -> str:

@@ -97,6 +97,20 @@ AUTO_PREFERENCE = {
 }
 
 
+def resolve_device(name: str) -> torch.device:
+    """A ``--device`` value: ``auto`` is the GPU when one is visible, else the CPU; ``cuda`` (or
+    ``cuda:N``) without a visible GPU is a ``ValueError``."""
+    if name == "auto":
+        return torch.device("cuda" if _gpu_present() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not valid ({exc}); use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not _gpu_present():
+        raise ValueError(f"--device {name!r}: no CUDA GPU is visible; use --device cpu (or auto)")
+    return device
+
+
 def auto_backend(device: torch.device, training: bool) -> str:
     """The preferred available backend for tensors on ``device`` in training or eval mode."""
     report = backends()

@@ -56,7 +56,7 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
     from .train.cache import load_dataset
     from .train.checkpoint import load_checkpoint
     from .train.engine import evaluate
-    from .train.loop import resolve_device
+    from .availability import resolve_device
     from .train.recipe import choose_precision
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from .availability import resolve_device
 from .convert import strip_prefixes
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -233,18 +234,6 @@ def predict(loaded: LoadedModel, files: List[str], batch_size: int = 64, topk: i
     return {"predictions": predictions, "skipped": skipped}
 
 
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not a device name ({exc})") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r}: no CUDA GPU is visible")
-    return name
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m yyfast.predict",
                                 description="Class probabilities of a YYNet checkpoint for image files or folders.")
@@ -278,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         files = find_images(args.images)
         if not files:
             raise ValueError(f"IMAGES: no image files found in {', '.join(args.images)}")
-        result = predict(loaded, files, args.batch_size, args.topk, _resolve_device(args.device), args.skip_bad,
+        result = predict(loaded, files, args.batch_size, args.topk, resolve_device(args.device), args.skip_bad,
                          progress=False if args.no_progress else None)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

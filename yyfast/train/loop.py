@@ -16,6 +16,7 @@ import torch
 
 from .. import __version__ as yyfast_version
 from .. import create_model
+from ..availability import resolve_device
 from ..config import get_config
 from . import distributed as dist_utils
 from .augment import CIFAR10_MEAN, CIFAR10_STD, BatchAugment
@@ -29,18 +30,6 @@ from .recipe import build_optimizer, build_scheduler, choose_precision, current_
 
 CHECKPOINT_FORMAT = "yyfast-train-1"
 MODEL_OPTIONS = ("act", "fusion", "se_gate", "yin_input", "head_dropout", "mbconv_dropout")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not valid ({exc}); use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r}: no CUDA GPU is visible; use --device cpu (or auto)")
-    return device
 
 
 def model_options(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
