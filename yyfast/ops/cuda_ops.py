@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import _C  # noqa: F401  (loading the library registers the ops)
+from .fuse_autograd import register_fuse_autograd
 
 _lib = torch.ops.yyfast
 
@@ -42,19 +43,7 @@ def _yinyang_fuse_backward_fake(grad, a, i, c1, c2, c3):
     return torch.empty_like(a), torch.empty_like(i)
 
 
-def _fuse_setup(ctx, inputs, output):
-    a, i, c1, c2, c3 = inputs
-    ctx.save_for_backward(a, i)
-    ctx.c = (c1, c2, c3)
-
-
-def _fuse_backward(ctx, grad):
-    a, i = ctx.saved_tensors
-    ga, gi = _lib.yinyang_fuse_backward(grad, a, i, *ctx.c)
-    return ga, gi, None, None, None
-
-
-torch.library.register_autograd("yyfast::yinyang_fuse", _fuse_backward, setup_context=_fuse_setup)
+register_fuse_autograd("yyfast::yinyang_fuse", _lib.yinyang_fuse_backward)
 
 
 def yinyang_fuse(a, i, c1, c2, c3):

@@ -25,6 +25,7 @@ import triton  # noqa: F401  (an ImportError here means: no Triton, no Triton ba
 
 from yyfast.kernels import dw_bn_act_se as _span
 from yyfast.kernels import yinyang_fuse as _fuse
+from .fuse_autograd import register_fuse_autograd
 
 __all__ = ["dw_bn_act_se", "yinyang_fuse"]
 
@@ -111,19 +112,7 @@ def _fuse_backward_fake(grad, a, i, c1, c2, c3):
     return torch.empty_like(a, memory_format=fmt), torch.empty_like(i, memory_format=fmt)
 
 
-def _fuse_setup(ctx, inputs, output):
-    a, i, c1, c2, c3 = inputs
-    ctx.save_for_backward(a, i)
-    ctx.c = (c1, c2, c3)
-
-
-def _fuse_backward(ctx, grad):
-    a, i = ctx.saved_tensors
-    ga, gi = torch.ops.yyfast.triton_yinyang_fuse_backward(grad, a, i, *ctx.c)
-    return ga, gi, None, None, None
-
-
-_fuse_op.register_autograd(_fuse_backward, setup_context=_fuse_setup)
+register_fuse_autograd("yyfast::triton_yinyang_fuse", torch.ops.yyfast.triton_yinyang_fuse_backward)
 
 
 # ---------------------------------------------------------------------------------------------
