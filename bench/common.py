@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -41,6 +41,36 @@ def pick_device(name: str) -> torch.device:
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device={name!r} is not valid; allowed values: 'auto', 'cpu', 'cuda'")
     return resolve_device(name)
+
+
+def add_run_options(p, *, warmup_help: str, reps_help: str, compile_help: str) -> None:
+    """The options both benchmarks take: timing, where results go, progress."""
+    p.add_argument("--warmup", type=int, help=f"untimed calls first ({warmup_help})")
+    p.add_argument("--reps", type=int, help=f"timed repetitions, at most ({reps_help})")
+    p.add_argument("--budget-s", type=float, help="stop timing a configuration after this many seconds")
+    p.add_argument("--deadline-s", type=float, help="skip the configurations not started after this many seconds")
+    p.add_argument("--compile-mode", help=f"torch.compile mode ({compile_help})")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--md", help="write the Markdown table here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_run_options(args, impl_families) -> Tuple[torch.device, Optional[List[str]]]:
+    """Validate ``--model``, ``--device``, ``--warmup``, ``--reps`` and ``--impls``; returns the
+    device and the implementation families asked for (None: the device's defaults)."""
+    from yyfast.config import list_models
+
+    if args.model not in list_models():
+        raise ValueError(f"--model={args.model!r} is not valid; allowed values: {', '.join(list_models())}")
+    dev = pick_device(args.device)
+    for name, value, low in (("--warmup", args.warmup, 0), ("--reps", args.reps, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{name}={value} is not valid; it must be >= {low}")
+    impls = None
+    if args.impls:
+        impls = list(impl_families) if args.impls == "all" else parse_choice_list(args.impls, "--impls",
+                                                                                  impl_families)
+    return dev, impls
 
 
 def _cpu_model() -> str:

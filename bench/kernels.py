@@ -407,33 +407,18 @@ def parse_args(argv=None):
     p.add_argument("--impls", help=f"among {','.join(IMPL_FAMILIES)} or 'all' (GPU default all; CPU eager,yyfast)")
     p.add_argument("--ops", help=f"among {','.join(OPS)} (default both)")
     p.add_argument("--shapes", help="only these shapes, e.g. 256x32x32/s1,64x16x16 (default: all of the model's)")
-    p.add_argument("--warmup", type=int, help="untimed calls first (GPU 5, CPU 1)")
-    p.add_argument("--reps", type=int, help="timed repetitions, at most (GPU 50, CPU 5)")
-    p.add_argument("--budget-s", type=float, help="stop timing a configuration after this many seconds")
-    p.add_argument("--deadline-s", type=float, help="skip the configurations not started after this many seconds")
-    p.add_argument("--compile-mode", help="torch.compile mode (GPU default max-autotune-no-cudagraphs)")
+    common.add_run_options(p, warmup_help="GPU 5, CPU 1", reps_help="GPU 50, CPU 5",
+                           compile_help="GPU default max-autotune-no-cudagraphs")
     p.add_argument("--copy-mb", type=int, help="MiB per buffer for the copy-bandwidth measurement")
-    p.add_argument("--json", help="write the results as JSON here")
-    p.add_argument("--md", help="write the Markdown table here")
     p.add_argument("--save", action="store_true", help="write JSON and Markdown under bench/results/ with the "
                                                           "committed names (<device>-<date>-kernels.*)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
 def config_from_args(args) -> Config:
-    from yyfast.config import list_models
-
-    if args.model not in list_models():
-        raise ValueError(f"--model={args.model!r} is not valid; allowed values: {', '.join(list_models())}")
-    dev = common.pick_device(args.device)
-    for name, value, low in (("--warmup", args.warmup, 0), ("--reps", args.reps, 1), ("--copy-mb", args.copy_mb, 1)):
-        if value is not None and value < low:
-            raise ValueError(f"{name}={value} is not valid; it must be >= {low}")
-    impls = None
-    if args.impls:
-        impls = list(IMPL_FAMILIES) if args.impls == "all" else common.parse_choice_list(args.impls, "--impls",
-                                                                                           IMPL_FAMILIES)
+    dev, impls = common.check_run_options(args, IMPL_FAMILIES)
+    if args.copy_mb is not None and args.copy_mb < 1:
+        raise ValueError(f"--copy-mb={args.copy_mb} is not valid; it must be >= 1")
     return default_config(
         dev, model=args.model, device=args.device,
         batches=common.parse_int_list(args.batch, "--batch") if args.batch else None, dtype=args.dtype, impls=impls,

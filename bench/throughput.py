@@ -375,37 +375,20 @@ def parse_args(argv=None):
     p.add_argument("--impls", help=f"families among {','.join(IMPL_FAMILIES)} or 'all' "
                                    "(GPU default all; CPU eager,yyfast,optimized)")
     p.add_argument("--modes", help="train,eval (default both)")
-    p.add_argument("--warmup", type=int, help="untimed calls first (GPU 3, CPU 1)")
-    p.add_argument("--reps", type=int, help="timed repetitions, at most (GPU 20, CPU 3)")
-    p.add_argument("--budget-s", type=float, help="stop timing a configuration after this many seconds")
-    p.add_argument("--deadline-s", type=float, help="skip the configurations not started after this many seconds")
-    p.add_argument("--compile-mode", help="torch.compile mode (GPU default max-autotune; CPU default)")
-    p.add_argument("--json", help="write the results as JSON here")
-    p.add_argument("--md", help="write the Markdown table here")
+    common.add_run_options(p, warmup_help="GPU 3, CPU 1", reps_help="GPU 20, CPU 3",
+                           compile_help="GPU default max-autotune; CPU default")
     p.add_argument("--plot", help="write a bar chart (PNG) here")
     p.add_argument("--save", action="store_true", help="write JSON, Markdown and plot under bench/results/ with "
                                                           "the committed names (<device>-<date>-throughput.*)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
 def config_from_args(args) -> Config:
-    from yyfast.config import list_models
-
-    if args.model not in list_models():
-        raise ValueError(f"--model={args.model!r} is not valid; allowed values: {', '.join(list_models())}")
-    dev = common.pick_device(args.device)
+    dev, impls = common.check_run_options(args, IMPL_FAMILIES)
     train = common.parse_int_list(args.batch or args.train_batch, "--train-batch") \
         if (args.batch or args.train_batch) else None
     evalb = common.parse_int_list(args.batch or args.eval_batch, "--eval-batch") \
         if (args.batch or args.eval_batch) else None
-    impls = None
-    if args.impls:
-        impls = list(IMPL_FAMILIES) if args.impls == "all" else common.parse_choice_list(args.impls, "--impls",
-                                                                                           IMPL_FAMILIES)
-    for name, value in (("--warmup", args.warmup), ("--reps", args.reps)):
-        if value is not None and value < (0 if name == "--warmup" else 1):
-            raise ValueError(f"{name}={value} is not valid; it must be {'>= 0' if name == '--warmup' else '>= 1'}")
     return default_config(
         dev, model=args.model, device=args.device, train_batches=train, eval_batches=evalb,
         dtypes=common.parse_choice_list(args.dtypes, "--dtypes", tuple(DTYPES)) if args.dtypes else None,
