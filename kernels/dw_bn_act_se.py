@@ -130,6 +130,18 @@ def _dwconv_tile(x_ptr, w_ptr, n, ho, wo, offs_c, cmask, mask, H, W, sxn, sxc, s
 # Forward
 # ---------------------------------------------------------------------------------------------
 @triton.jit
+def _bn_input_tile(x_ptr, w_ptr, scale_ptr, shift_ptr, n, ho, wo, offs_c, cmask, mask, H, W,
+                   sxn, sxc, sxh, sxw, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The recomputed depthwise output z of a tile and its BN affine u = z*scale + shift
+    (scale = gamma*rstd, shift = beta - mean*scale per channel): the start of every pass over x."""
+    z = _dwconv_tile(x_ptr, w_ptr, n, ho, wo, offs_c, cmask, mask, H, W, sxn, sxc, sxh, sxw,
+                     STRIDE, BLOCK_P, BLOCK_C)
+    scale = tl.load(scale_ptr + offs_c, mask=cmask, other=0.0)
+    shift = tl.load(shift_ptr + offs_c, mask=cmask, other=0.0)
+    return z, z * scale[None, :] + shift[None, :]
+
+
+@triton.jit
 def dw_stats_kernel(x_ptr, w_ptr, psum_ptr, pm2_ptr, C, H, W, Wo, HWo, T, sxn, sxc, sxh, sxw,
                     STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Training pass 1 over x: per-tile sum and centred second moment of z = dwconv(x).
@@ -206,11 +218,9 @@ def dw_pool_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, ppool_ptr, C, H, W, Wo, H
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
     n, t, ho, wo, offs_c, cmask, mask = _out_tile(pid_t, pid_c, T, HWo, Wo, C, BLOCK_P, BLOCK_C)
-    z = _dwconv_tile(x_ptr, w_ptr, n, ho, wo, offs_c, cmask, mask, H, W, sxn, sxc, sxh, sxw,
-                     STRIDE, BLOCK_P, BLOCK_C)
-    scale = tl.load(scale_ptr + offs_c, mask=cmask, other=0.0)
-    shift = tl.load(shift_ptr + offs_c, mask=cmask, other=0.0)
-    d = _act_fwd(z * scale[None, :] + shift[None, :], ACT)
+    _, u = _bn_input_tile(x_ptr, w_ptr, scale_ptr, shift_ptr, n, ho, wo, offs_c, cmask, mask, H, W,
+                          sxn, sxc, sxh, sxw, STRIDE, BLOCK_P, BLOCK_C)
+    d = _act_fwd(u, ACT)
     part = tl.sum(tl.where(mask, d, 0.0), axis=0)
     tl.store(ppool_ptr + pid_t.to(tl.int64) * C + offs_c, part, mask=cmask)
 
@@ -223,12 +233,10 @@ def dw_output_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, se_ptr, y_ptr, C, H, W,
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
     n, t, ho, wo, offs_c, cmask, mask = _out_tile(pid_t, pid_c, T, HWo, Wo, C, BLOCK_P, BLOCK_C)
-    z = _dwconv_tile(x_ptr, w_ptr, n, ho, wo, offs_c, cmask, mask, H, W, sxn, sxc, sxh, sxw,
-                     STRIDE, BLOCK_P, BLOCK_C)
-    scale = tl.load(scale_ptr + offs_c, mask=cmask, other=0.0)
-    shift = tl.load(shift_ptr + offs_c, mask=cmask, other=0.0)
+    _, u = _bn_input_tile(x_ptr, w_ptr, scale_ptr, shift_ptr, n, ho, wo, offs_c, cmask, mask, H, W,
+                          sxn, sxc, sxh, sxw, STRIDE, BLOCK_P, BLOCK_C)
     s = tl.load(se_ptr + n * C + offs_c, mask=cmask, other=0.0)
-    y = _act_fwd(z * scale[None, :] + shift[None, :], ACT) * s[None, :]
+    y = _act_fwd(u, ACT) * s[None, :]
     off = n * syn + (offs_c.to(tl.int64) * syc)[None, :] + ho.to(tl.int64) * syh + wo.to(tl.int64) * syw
     tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -253,13 +261,11 @@ def dw_bwd_sums_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rst
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
     n, t, ho, wo, offs_c, cmask, mask = _out_tile(pid_t, pid_c, T, HWo, Wo, C, BLOCK_P, BLOCK_C)
-    z = _dwconv_tile(x_ptr, w_ptr, n, ho, wo, offs_c, cmask, mask, H, W, sxn, sxc, sxh, sxw,
-                     STRIDE, BLOCK_P, BLOCK_C)
-    scale = tl.load(scale_ptr + offs_c, mask=cmask, other=0.0)
-    shift = tl.load(shift_ptr + offs_c, mask=cmask, other=0.0)
+    z, u = _bn_input_tile(x_ptr, w_ptr, scale_ptr, shift_ptr, n, ho, wo, offs_c, cmask, mask, H, W,
+                          sxn, sxc, sxh, sxw, STRIDE, BLOCK_P, BLOCK_C)
     mean = tl.load(mean_ptr + offs_c, mask=cmask, other=0.0)
     rstd = tl.load(rstd_ptr + offs_c, mask=cmask, other=0.0)
-    d, a = _act_fwd_grad(z * scale[None, :] + shift[None, :], ACT)
+    d, a = _act_fwd_grad(u, ACT)
     zhat = (z - mean[None, :]) * rstd[None, :]
     goff = n * sgn + (offs_c.to(tl.int64) * sgc)[None, :] + ho.to(tl.int64) * sgh + wo.to(tl.int64) * sgw
     gy = tl.load(gy_ptr + goff, mask=mask, other=0.0).to(tl.float32)
@@ -289,10 +295,8 @@ def dw_bwd_gz_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rstd_
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
     n, t, ho, wo, offs_c, cmask, mask = _out_tile(pid_t, pid_c, T, HWo, Wo, C, BLOCK_P, BLOCK_C)
-    z = _dwconv_tile(x_ptr, w_ptr, n, ho, wo, offs_c, cmask, mask, H, W, sxn, sxc, sxh, sxw,
-                     STRIDE, BLOCK_P, BLOCK_C)
-    scale = tl.load(scale_ptr + offs_c, mask=cmask, other=0.0)
-    shift = tl.load(shift_ptr + offs_c, mask=cmask, other=0.0)
+    z, u = _bn_input_tile(x_ptr, w_ptr, scale_ptr, shift_ptr, n, ho, wo, offs_c, cmask, mask, H, W,
+                          sxn, sxc, sxh, sxw, STRIDE, BLOCK_P, BLOCK_C)
     mean = tl.load(mean_ptr + offs_c, mask=cmask, other=0.0)
     rstd = tl.load(rstd_ptr + offs_c, mask=cmask, other=0.0)
     k1 = tl.load(k1_ptr + offs_c, mask=cmask, other=0.0)
@@ -300,7 +304,7 @@ def dw_bwd_gz_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rstd_
     k3 = tl.load(k3_ptr + offs_c, mask=cmask, other=0.0)
     s = tl.load(se_ptr + n * C + offs_c, mask=cmask, other=0.0)
     gpn = tl.load(gpn_ptr + n * C + offs_c, mask=cmask, other=0.0)
-    d, a = _act_fwd_grad(z * scale[None, :] + shift[None, :], ACT)
+    d, a = _act_fwd_grad(u, ACT)
     zhat = (z - mean[None, :]) * rstd[None, :]
     goff = n * sgn + (offs_c.to(tl.int64) * sgc)[None, :] + ho.to(tl.int64) * sgh + wo.to(tl.int64) * sgw
     gy = tl.load(gy_ptr + goff, mask=mask, other=0.0).to(tl.float32)
