@@ -98,4 +98,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_param_grads(
   return {gw1.contiguous(), gb1, gw2.contiguous(), gb2};
 }
 
+SpanGrads span_grads(const at::Tensor& gx, at::MemoryFormat fmt, const at::Tensor& gw_c9, const at::Tensor& ggamma,
+                     const at::Tensor& gbeta, const at::Tensor& gh2, const at::Tensor& a1, const at::Tensor& gh1,
+                     const at::Tensor& pooled, const at::Tensor& dw_weight, const at::Tensor& bn_weight,
+                     const at::Tensor& bn_bias, const at::Tensor& se_w1, const at::Tensor& se_b1,
+                     const at::Tensor& se_w2, const at::Tensor& se_b2) {
+  auto se = se_param_grads(gh2, a1, gh1, pooled, se_w1, se_b1, se_w2, se_b2);
+  return {in_format(gx, fmt),
+          gw_c9.reshape(dw_weight.sizes()).to(dw_weight.scalar_type()),
+          ggamma.to(bn_weight.scalar_type()),
+          gbeta.to(bn_bias.scalar_type()),
+          std::get<0>(se),
+          std::get<1>(se),
+          std::get<2>(se),
+          std::get<3>(se)};
+}
+
 }  // namespace yyfast

@@ -43,4 +43,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_param_grads(
     const at::Tensor& gh2, const at::Tensor& a1, const at::Tensor& gh1, const at::Tensor& pooled,
     const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2);
 
+// The eight gradients of dw_bn_act_se_backward, in schema order: x, dw_weight, bn_weight, bn_bias,
+// se_w1, se_b1, se_w2, se_b2.
+using SpanGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor>;
+
+// Packs what a backward implementation computed into its outputs: grad_x in memory format `fmt`,
+// the (C, 9) depthwise-weight gradient and the BN gradients in their parameters' shapes and dtypes,
+// and the SE parameter gradients (se_param_grads).
+SpanGrads span_grads(const at::Tensor& gx, at::MemoryFormat fmt, const at::Tensor& gw_c9, const at::Tensor& ggamma,
+                     const at::Tensor& gbeta, const at::Tensor& gh2, const at::Tensor& a1, const at::Tensor& gh1,
+                     const at::Tensor& pooled, const at::Tensor& dw_weight, const at::Tensor& bn_weight,
+                     const at::Tensor& bn_bias, const at::Tensor& se_w1, const at::Tensor& se_b1,
+                     const at::Tensor& se_w2, const at::Tensor& se_b2);
+
 }  // namespace yyfast

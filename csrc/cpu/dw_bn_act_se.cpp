@@ -264,7 +264,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
   return {y, mean, var, pooled};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+SpanGrads
 backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& dw_weight, const at::Tensor& bn_weight,
              const at::Tensor& bn_bias, const at::Tensor& mean, const at::Tensor& var, const at::Tensor& pooled,
              const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2,
@@ -445,15 +445,8 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
         pgwt[k * 9 + t] = static_cast<acc_t>(sw);
       }
   });
-  auto se = se_param_grads(gh2, a1_all, gh1, pooled_a, se_w1, se_b1, se_w2, se_b2);
-  return {in_format(gx, fmt),
-          gw.reshape({d.c, 1, 3, 3}).to(dw_weight.scalar_type()),
-          ggamma.to(bn_weight.scalar_type()),
-          gbeta.to(bn_bias.scalar_type()),
-          std::get<0>(se),
-          std::get<1>(se),
-          std::get<2>(se),
-          std::get<3>(se)};
+  return span_grads(gx, fmt, gw, ggamma, gbeta, gh2, a1_all, gh1, pooled_a, dw_weight, bn_weight, bn_bias, se_w1,
+                    se_b1, se_w2, se_b2);
 }
 
 }  // namespace

@@ -570,7 +570,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
   return {in_format(y, fmt), mean, var, pooled};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+SpanGrads
 backward_cuda(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& dw_weight,
               const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_in,
               const at::Tensor& var_in, const at::Tensor& pooled_in, const at::Tensor& se_w1, const at::Tensor& se_b1,
@@ -657,15 +657,8 @@ backward_cuda(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   const at::Tensor gw = gw_t.t().contiguous();  // (C, 9)
-  auto se = se_param_grads(gh2, a1, gh1, pooled, se_w1, se_b1, se_w2, se_b2);
-  return {in_format(gx, fmt),
-          gw.reshape({d.c, 1, 3, 3}).to(dw_weight.scalar_type()),
-          ggamma.to(bn_weight.scalar_type()),
-          gbeta.to(bn_bias.scalar_type()),
-          std::get<0>(se),
-          std::get<1>(se),
-          std::get<2>(se),
-          std::get<3>(se)};
+  return span_grads(gx, fmt, gw, ggamma, gbeta, gh2, a1, gh1, pooled, dw_weight, bn_weight, bn_bias, se_w1, se_b1,
+                    se_w2, se_b2);
 }
 
 }  // namespace
