@@ -6,10 +6,12 @@ import warnings
 from typing import Any, Union
 
 import torch
+import torch.nn.functional as F
 
 from . import ops
 from .config import BACKENDS, YYNetConfig, get_config, list_models
-from .reference import DWBNActSE, ReferenceYYNet, YinYangFusion
+from .eval_fold import FoldCache, bn_tensors, fold_conv_bn
+from .reference import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
 
 
 def check_backend(backend: str) -> str:
@@ -64,6 +66,49 @@ class FusedYinYangFusion(YinYangFusion):
         return ops.yinyang_fuse(a, i, self.formula, backend=self.backend)
 
 
+class FusedResidual(Residual):
+    """``Residual`` whose eval forward folds both BatchNorms into their convolutions (``eval_fold``)."""
+
+    backend: str = "auto"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._fold = FoldCache()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.backend == "reference":
+            return super().forward(x)
+        c1, c2 = self.conv1, self.conv2
+        w1, b1, w2, b2 = self._fold.get(
+            (c1.weight, c1.bias, c2.weight, c2.bias, *bn_tensors(self.bn1), *bn_tensors(self.bn2)),
+            lambda: (*fold_conv_bn(c1.weight, c1.bias, self.bn1), *fold_conv_bn(c2.weight, c2.bias, self.bn2)))
+        h = self.act1(F.conv2d(x, w1, b1, c1.stride, c1.padding))
+        return self.act(self.shortcut(x) + F.conv2d(h, w2, b2, c2.stride, c2.padding))
+
+
+class FusedMBConv(MBConv):
+    """``MBConv`` whose eval forward folds ``bn_in`` and ``bn_expand`` into the expand convolution and
+    ``bn_project`` into the project convolution (``eval_fold``); the span is the fused op."""
+
+    backend: str = "auto"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._fold = FoldCache()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.backend == "reference":
+            return super().forward(x)
+        bn_in = None if self.discard_input_bn else self.bn_in
+        sources = (self.expand.weight, self.project.weight, *bn_tensors(self.bn_expand), *bn_tensors(self.bn_project),
+                   *(bn_tensors(bn_in) if bn_in is not None else ()))
+        we, be, wp, bp = self._fold.get(
+            sources, lambda: (*fold_conv_bn(self.expand.weight, None, self.bn_expand, bn_before=bn_in),
+                              *fold_conv_bn(self.project.weight, None, self.bn_project)))
+        h = self.span(self.act(F.conv2d(x, we, be)))
+        return F.conv2d(h, wp, bp) + self.shortcut(x)
+
+
 class YYNet(ReferenceYYNet):
     """Yin Yang ConvNet with fused kernels.
 
@@ -71,20 +116,23 @@ class YYNet(ReferenceYYNet):
     ``backend``: ``"reference"`` (pure PyTorch), ``"triton"``, ``"cuda"`` (the ``yyfast._C``
     extension: CUDA kernels on a GPU, C++ kernels on the CPU), or ``"auto"`` (per device, the
     fastest available according to the committed benchmarks). The state_dict is identical to
-    ``yyfast.reference.ReferenceYYNet``'s, so checkpoints load both ways.
+    ``yyfast.reference.ReferenceYYNet``'s, so checkpoints load both ways. In eval mode, every
+    backend but ``"reference"`` also folds the BatchNorms outside the spans into their
+    convolutions on the fly (``yyfast.eval_fold``); training is unchanged.
     """
 
     def __init__(self, config: Union[str, YYNetConfig] = "yynet_small_64", backend: str = "auto",
                  **overrides: Any):
         cfg = get_config(config, **overrides)
-        super().__init__(cfg, span_cls=FusedDWBNActSE, fusion_cls=FusedYinYangFusion)
+        super().__init__(cfg, span_cls=FusedDWBNActSE, fusion_cls=FusedYinYangFusion, residual_cls=FusedResidual,
+                         mbconv_cls=FusedMBConv)
         self.set_backend(backend)
 
     def set_backend(self, backend: str) -> "YYNet":
         """Switch every fused span and the fusion to ``backend`` (validated now)."""
         self.backend = check_backend(backend)
         for m in self.modules():
-            if isinstance(m, (FusedDWBNActSE, FusedYinYangFusion)):
+            if isinstance(m, (FusedDWBNActSE, FusedYinYangFusion, FusedResidual, FusedMBConv)):
                 m.backend = backend
         return self
 
@@ -97,4 +145,5 @@ def create_model(name: Union[str, YYNetConfig], backend: str = "auto", **overrid
     return YYNet(name, backend=backend, **overrides)
 
 
-__all__ = ["YYNet", "create_model", "list_models", "FusedDWBNActSE", "FusedYinYangFusion"]
+__all__ = ["YYNet", "create_model", "list_models", "FusedDWBNActSE", "FusedYinYangFusion", "FusedResidual",
+           "FusedMBConv"]

@@ -14,7 +14,7 @@ swap in the fused-op versions without changing a single state_dict key.
 from __future__ import annotations
 
 import math
-from typing import Type
+from typing import Optional, Type
 
 import torch
 import torch.nn.functional as F
@@ -192,7 +192,13 @@ class YinInput(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=1, keepdim=True) if self.mode == "mean" else x[:, :1]
+        y = x.mean(dim=1, keepdim=True) if self.mode == "mean" else x[:, :1]
+        # A one-channel tensor's strides are ambiguous and read as NCHW, so without this the whole
+        # Yin branch would drop out of channels_last when the input is in it.
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() and y.is_contiguous():
+            n, _, h, w = y.shape
+            y = y.as_strided(y.shape, (h * w, 1, w, 1))  # the same memory, channels_last strides
+        return y
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
@@ -214,24 +220,27 @@ class Head(nn.Module):
         return self.classifier(self.drop(self.act(self.fc(x))))
 
 
-def _branch(cfg: YYNetConfig, c_in: int, late_stride: bool, span_cls) -> nn.Sequential:
+def _branch(cfg: YYNetConfig, c_in: int, late_stride: bool, span_cls, residual_cls=None,
+            mbconv_cls=None) -> nn.Sequential:
+    residual_cls, mbconv_cls = residual_cls or Residual, mbconv_cls or MBConv
     widths = cfg.branch_widths()
-    blocks = [Residual(c_in, widths[0], 1, cfg)]
+    blocks = [residual_cls(c_in, widths[0], 1, cfg)]
     for k in range(cfg.yy_mbconvs):
         stride = 2 if (k == cfg.yy_mbconvs - 1 if late_stride else k == 0) else 1
-        blocks.append(MBConv(widths[k], widths[k + 1], stride, cfg, span_cls))
+        blocks.append(mbconv_cls(widths[k], widths[k + 1], stride, cfg, span_cls))
     return nn.Sequential(*blocks)
 
 
-def _single_path(cfg: YYNetConfig, span_cls) -> nn.Sequential:
+def _single_path(cfg: YYNetConfig, span_cls, residual_cls=None, mbconv_cls=None) -> nn.Sequential:
+    residual_cls, mbconv_cls = residual_cls or Residual, mbconv_cls or MBConv
     blocks = []
     c_prev = cfg.branch_widths()[-1]
     for s in range(cfg.sp_stages):
         widths = cfg.sp_stage_widths(s)
-        blocks.append(Residual(c_prev, widths[0], 2, cfg))
+        blocks.append(residual_cls(c_prev, widths[0], 2, cfg))
         for k in range(cfg.sp_mbconvs):
             stride = 2 if (k == 0 and cfg.extra_sp_stride) else 1
-            blocks.append(MBConv(widths[k], widths[k + 1], stride, cfg, span_cls))
+            blocks.append(mbconv_cls(widths[k], widths[k + 1], stride, cfg, span_cls))
         c_prev = widths[-1]
     return nn.Sequential(*blocks)
 
@@ -239,19 +248,22 @@ def _single_path(cfg: YYNetConfig, span_cls) -> nn.Sequential:
 class ReferenceYYNet(nn.Module):
     """The whole network: Yin and Yang branches, fusion, single path, head.
 
-    ``span_cls`` and ``fusion_cls`` are the classes used for the MBConv spans and the stem
-    fusion; any subclass of ``DWBNActSE`` / ``YinYangFusion`` keeps the state_dict identical.
+    ``span_cls``, ``fusion_cls``, ``residual_cls`` and ``mbconv_cls`` are the classes used for the
+    MBConv spans, the stem fusion and the blocks; any subclass of ``DWBNActSE`` / ``YinYangFusion`` /
+    ``Residual`` / ``MBConv`` that adds no parameters keeps the state_dict identical.
     """
 
     def __init__(self, cfg: YYNetConfig, span_cls: Type[DWBNActSE] = DWBNActSE,
-                 fusion_cls: Type[YinYangFusion] = YinYangFusion):
+                 fusion_cls: Type[YinYangFusion] = YinYangFusion, residual_cls: Optional[Type[Residual]] = None,
+                 mbconv_cls: Optional[Type[MBConv]] = None):
         super().__init__()
         self.config = cfg
         self.yin_input = YinInput(cfg.yin_input)
-        self.yin = _branch(cfg, 1, late_stride=True, span_cls=span_cls)     # form: late stride
-        self.yang = _branch(cfg, cfg.in_chans, late_stride=False, span_cls=span_cls)  # colour: early stride
+        blocks = dict(span_cls=span_cls, residual_cls=residual_cls, mbconv_cls=mbconv_cls)
+        self.yin = _branch(cfg, 1, late_stride=True, **blocks)     # form: late stride
+        self.yang = _branch(cfg, cfg.in_chans, late_stride=False, **blocks)  # colour: early stride
         self.fusion = fusion_cls(cfg.fusion)
-        self.single_path = _single_path(cfg, span_cls)
+        self.single_path = _single_path(cfg, **blocks)
         self.head = Head(cfg.out_width, cfg)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

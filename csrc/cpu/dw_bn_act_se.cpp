@@ -2,14 +2,17 @@
 // cuda/dw_bn_act_se.cu, built on the same per-element math (common/dw_bn_act_se_math.h).
 //
 // Layout: the kernels work in channels_last (N, H, W, C): every inner loop runs over contiguous
-// channels, so it vectorises. NCHW input is converted on the way in and the output converted back.
+// channels. NCHW input is converted on the way in and the result converted back.
+// Kernels: float32 accumulation (float, half and bfloat16 storage) uses the vectorised per-sample
+// kernels of span_kernels.h (AVX2+FMA when the CPU has it); double uses the scalar templates below,
+// which also serve as their readable statement.
 // Parallelism: over samples (at::parallel_for over N). One sample's depthwise output lives in a
 // per-thread buffer (Ho*Wo*C floats: 1 MB at 256 channels 32x32), so everything done to it after
 // the convolution (BN, activation, SE pooling, SE scaling) runs from cache.
 //
-// Passes over x: eval forward 1 (conv -> buffer -> pool -> scale); training forward 2 (statistics,
-// then the eval pass with the batch statistics); backward 1 (eval) or 2 (training: the per-channel
-// sums of the BN backward are needed before any input gradient).
+// Passes over x: eval forward 1 (conv+BN+act+pool -> buffer -> SE -> scale); training forward 2
+// (statistics, then the eval pass with the batch statistics); backward 1 (eval) or 2 (training: the
+// per-channel sums of the BN backward are needed before any input gradient).
 // Statistics accumulate per sample in the accumulation type (float, or double for double) as a
 // (mean, M2) pair, merged across samples in double with Chan's formula: no sum-of-squares cancellation.
 #include <ATen/Dispatch.h>
@@ -26,94 +29,165 @@
 
 #include "../common/dw_bn_act_se_math.h"
 #include "../dw_bn_act_se_host.h"
+#include "span_kernels.h"
 
 namespace yyfast {
 namespace {
 
 constexpr const char* kOp = "dw_bn_act_se";
 
-// One sample's geometry.
-struct Geom {
-  int64_t c, h, w, ho, wo;
-  int stride;
-};
-
-// z[oh, ow, :] = sum over the valid 3x3 taps of x[ih, iw, :] * wt[tap, :] for one sample (HWC).
-// wt is the depthwise weight transposed to (9, C) so the channel loop is contiguous in both.
-template <typename acc_t>
-void dwconv_sample(const acc_t* __restrict x, const acc_t* __restrict wt, acc_t* __restrict z, const Geom& g) {
-  const int64_t C = g.c;
-  for (int64_t oh = 0; oh < g.ho; ++oh) {
-    for (int64_t ow = 0; ow < g.wo; ++ow) {
-      acc_t* __restrict zr = z + (oh * g.wo + ow) * C;
-      for (int64_t k = 0; k < C; ++k) zr[k] = acc_t(0);
-      for (int kh = 0; kh < 3; ++kh) {
-        const int64_t ih = oh * g.stride - 1 + kh;
-        if (ih < 0 || ih >= g.h) continue;
-        for (int kw = 0; kw < 3; ++kw) {
-          const int64_t iw = ow * g.stride - 1 + kw;
-          if (iw < 0 || iw >= g.w) continue;
-          const acc_t* __restrict xr = x + (ih * g.w + iw) * C;
-          const acc_t* __restrict wr = wt + (kh * 3 + kw) * C;
-          for (int64_t k = 0; k < C; ++k) zr[k] += xr[k] * wr[k];
+// The scalar kernels for double accumulation: the same per-sample contracts as SpanCpuKernels
+// (span_kernels.h), written plainly.
+template <typename T>
+struct ScalarSpan {
+  static void conv(const T* x, const T* wt, const T* scale, const T* shift, int act, T* z, T* psum, const Geom& g) {
+    const int64_t C = g.c;
+    if (scale != nullptr) std::fill(psum, psum + C, T(0));
+    for (int64_t oh = 0; oh < g.ho; ++oh)
+      for (int64_t ow = 0; ow < g.wo; ++ow) {
+        T* zr = z + (oh * g.wo + ow) * C;
+        std::fill(zr, zr + C, T(0));
+        for (int kh = 0; kh < 3; ++kh) {
+          const int64_t ih = oh * g.stride - 1 + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          for (int kw = 0; kw < 3; ++kw) {
+            const int64_t iw = ow * g.stride - 1 + kw;
+            if (iw < 0 || iw >= g.w) continue;
+            const T* xr = x + (ih * g.w + iw) * C;
+            const T* wr = wt + (kh * 3 + kw) * C;
+            for (int64_t k = 0; k < C; ++k) zr[k] += xr[k] * wr[k];
+          }
         }
+        if (scale != nullptr)
+          for (int64_t k = 0; k < C; ++k) {
+            zr[k] = act_forward(act, bn_affine(zr[k], scale[k], shift[k]));
+            psum[k] += zr[k];
+          }
       }
+  }
+  static void stats(const T* z, int64_t rows, int64_t C, T* mean, T* m2) {
+    std::fill(mean, mean + C, T(0));
+    std::fill(m2, m2 + C, T(0));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < C; ++k) mean[k] += z[r * C + k];
+    for (int64_t k = 0; k < C; ++k) mean[k] /= static_cast<T>(rows);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < C; ++k) m2[k] += (z[r * C + k] - mean[k]) * (z[r * C + k] - mean[k]);
+  }
+  static void scale_rows(const T* d, const T* s, T* y, int64_t rows, int64_t C) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < C; ++k) y[r * C + k] = d[r * C + k] * s[k];
+  }
+  static void se_mlp(const T* p, const T* w1t, const T* b1, const T* w2t, const T* b2, int64_t C, int64_t hid,
+                     int act, T* h1, T* a1, T* h2) {
+    for (int64_t j = 0; j < hid; ++j) {
+      T t = b1[j];
+      for (int64_t k = 0; k < C; ++k) t += w1t[k * hid + j] * p[k];
+      h1[j] = t;
+      a1[j] = act_forward(act, t);
+    }
+    for (int64_t k = 0; k < C; ++k) {
+      T t = b2[k];
+      for (int64_t j = 0; j < hid; ++j) t += w2t[j * C + k] * a1[j];
+      h2[k] = t;
     }
   }
-}
-
-// The same convolution for one NCHW sample (C, H, W) -> (C, Ho, Wo), w in its (C, 9) layout: the
-// inner loop runs along a contiguous output row (stride 1 vectorises; stride 2 reads every other x).
-template <typename acc_t>
-void dwconv_sample_nchw(const acc_t* __restrict x, const acc_t* __restrict w, acc_t* __restrict z, const Geom& g) {
-  const int64_t plane_in = g.h * g.w, plane_out = g.ho * g.wo;
-  for (int64_t k = 0; k < g.c; ++k) {
-    const acc_t* __restrict xc = x + k * plane_in;
-    acc_t* __restrict zc = z + k * plane_out;
-    for (int64_t r = 0; r < plane_out; ++r) zc[r] = acc_t(0);
-    for (int64_t oh = 0; oh < g.ho; ++oh) {
-      acc_t* __restrict zr = zc + oh * g.wo;
-      for (int kh = 0; kh < 3; ++kh) {
-        const int64_t ih = oh * g.stride - 1 + kh;
-        if (ih < 0 || ih >= g.h) continue;
-        const acc_t* __restrict xr = xc + ih * g.w;
-        for (int kw = 0; kw < 3; ++kw) {
-          if (g.w - kw < 0) continue;  // (only W == 1, kw == 2)
-          const acc_t wv = w[k * 9 + kh * 3 + kw];
-          // valid ow: 0 <= ow*stride - 1 + kw < W, i.e. ow >= (kw == 0) and ow <= (W - kw) / stride
-          const int64_t lo = kw == 0 ? 1 : 0;
-          const int64_t hi = std::min<int64_t>(g.wo, (g.w - kw) / g.stride + 1);  // exclusive
-          if (g.stride == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) zr[ow] += xr[ow - 1 + kw] * wv;
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) zr[ow] += xr[ow * 2 - 1 + kw] * wv;
+  static void bwd_gate_sum(const T* z, const T* gy, const T* scale, const T* shift, int act, T* u, T* gs,
+                           int64_t rows, int64_t C) {
+    std::fill(gs, gs + C, T(0));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < C; ++k) {
+        u[r * C + k] = bn_affine(z[r * C + k], scale[k], shift[k]);
+        gs[k] += gy[r * C + k] * act_forward(act, u[r * C + k]);
+      }
+  }
+  static void bwd_gu(const T* z, const T* u, const T* gy, const T* s, const T* gp, T inv_hw, const T* mean,
+                     const T* rstd, const T* scale, int act, bool training, T* out, T* gb, T* gg, int64_t rows,
+                     int64_t C) {
+    std::fill(gb, gb + C, T(0));
+    std::fill(gg, gg + C, T(0));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < C; ++k) {
+        const int64_t i = r * C + k;
+        const T zhat = (z[i] - mean[k]) * rstd[k];
+        const T gu = span_grad_d(gy[i], s[k], gp[k], inv_hw) * act_grad(act, u[i]);
+        gb[k] += gu;
+        gg[k] += gu * zhat;
+        out[i] = training ? gu : bn_grad_input(gu, zhat, scale[k], T(0), T(0), false);
+      }
+  }
+  static void bwd_bn_train(const T* z, const T* gu, const T* mean, const T* rstd, const T* scale, const T* mgu,
+                           const T* mguz, T* gz, int64_t rows, int64_t C) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < C; ++k) {
+        const T zhat = (z[r * C + k] - mean[k]) * rstd[k];
+        gz[r * C + k] = bn_grad_input(gu[r * C + k], zhat, scale[k], mgu[k], mguz[k], true);
+      }
+  }
+  static void input_grads(const T* x, const T* gz, const T* wt, T* gx, T* gw, const Geom& g) {
+    const int64_t C = g.c;
+    std::fill(gx, gx + g.h * g.w * C, T(0));
+    std::fill(gw, gw + 9 * C, T(0));
+    for (int64_t oh = 0; oh < g.ho; ++oh)
+      for (int64_t ow = 0; ow < g.wo; ++ow) {
+        const T* gzr = gz + (oh * g.wo + ow) * C;
+        for (int kh = 0; kh < 3; ++kh) {
+          const int64_t ih = oh * g.stride - 1 + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          for (int kw = 0; kw < 3; ++kw) {
+            const int64_t iw = ow * g.stride - 1 + kw;
+            if (iw < 0 || iw >= g.w) continue;
+            const T* wr = wt + (kh * 3 + kw) * C;
+            const T* xr = x + (ih * g.w + iw) * C;
+            T* gxr = gx + (ih * g.w + iw) * C;
+            T* gwr = gw + (kh * 3 + kw) * C;
+            for (int64_t k = 0; k < C; ++k) {
+              gxr[k] += gzr[k] * wr[k];
+              gwr[k] += gzr[k] * xr[k];
+            }
           }
         }
       }
-    }
   }
-}
+};
 
-// Calls f(r, k, index) for every element of one sample's (Ho*Wo, C) output, in memory order:
-// index r*C + k in channels_last, k*HW + r in NCHW.
-template <bool CL, typename F>
-inline void for_each_elem(int64_t hw, int64_t C, F&& f) {
-  if (CL) {
-    for (int64_t r = 0; r < hw; ++r)
-      for (int64_t k = 0; k < C; ++k) f(r, k, r * C + k);
+// The kernel set for an accumulation type: the vectorised float kernels, or the scalar double ones.
+template <typename T>
+struct Kernels {
+  using K = ScalarSpan<T>;
+  static K get() { return K(); }
+};
+template <>
+struct Kernels<float> {
+  static const SpanCpuKernels& get() { return span_cpu_kernels(); }
+};
+
+// One sample (C*H*W values of storage type S, channels_last or NCHW) as acc_t in (H*W, C) order:
+// the storage itself when nothing needs converting, else a copy in `buf` (transposed from NCHW per
+// sample, in cache, instead of a whole-tensor layout copy: fresh large tensors cost page faults).
+template <typename S, typename acc_t>
+const acc_t* load_hwc(const S* src, int64_t hw, int64_t C, bool cl, std::vector<acc_t>& buf) {
+  if (cl && std::is_same<S, acc_t>::value) return reinterpret_cast<const acc_t*>(src);
+  buf.resize(hw * C);
+  if (cl) {
+    for (int64_t i = 0; i < hw * C; ++i) buf[i] = static_cast<acc_t>(src[i]);
   } else {
     for (int64_t k = 0; k < C; ++k)
-      for (int64_t r = 0; r < hw; ++r) f(r, k, k * hw + r);
+      for (int64_t r = 0; r < hw; ++r) buf[r * C + k] = static_cast<acc_t>(src[k * hw + r]);
   }
+  return buf.data();
 }
 
-// A sample of x as acc_t: the tensor itself for float/double, a converted copy for half types.
-template <typename scalar_t, typename acc_t>
-const acc_t* sample_as_acc(const scalar_t* src, int64_t count, std::vector<acc_t>& buf) {
-  if (std::is_same<scalar_t, acc_t>::value) return reinterpret_cast<const acc_t*>(src);
-  buf.resize(count);
-  for (int64_t k = 0; k < count; ++k) buf[k] = static_cast<acc_t>(src[k]);
-  return buf.data();
+// Writes one sample from (H*W, C) acc_t values to storage S in its layout; nothing when src is dst.
+template <typename S, typename acc_t>
+void store_hwc(const acc_t* src, S* dst, int64_t hw, int64_t C, bool cl) {
+  if (static_cast<const void*>(src) == static_cast<const void*>(dst)) return;
+  if (cl) {
+    for (int64_t i = 0; i < hw * C; ++i) dst[i] = static_cast<S>(src[i]);
+  } else {
+    for (int64_t k = 0; k < C; ++k)
+      for (int64_t r = 0; r < hw; ++r) dst[k * hw + r] = static_cast<S>(src[r * C + k]);
+  }
 }
 
 // Per-channel constants of the BN affine: scale = gamma*rstd, shift = beta - mean*scale.
@@ -127,35 +201,19 @@ void bn_constants(const acc_t* mean, const acc_t* var, const acc_t* gamma, const
   }
 }
 
-// SE MLP forward for one sample: h1 = W1 p + b1, a1 = act(h1), h2 = W2 a1 + b2 (W1 (hid, C), W2 (C, hid)).
-template <typename acc_t>
-void se_mlp_forward(const acc_t* p, const acc_t* w1, const acc_t* b1, const acc_t* w2, const acc_t* b2, int64_t C,
-                    int64_t hid, int act, acc_t* h1, acc_t* a1, acc_t* h2) {
-  for (int64_t j = 0; j < hid; ++j) {
-    acc_t t = b1[j];
-    for (int64_t k = 0; k < C; ++k) t += w1[j * C + k] * p[k];
-    h1[j] = t;
-    a1[j] = act_forward(act, t);
-  }
-  for (int64_t k = 0; k < C; ++k) {
-    acc_t t = b2[k];
-    for (int64_t j = 0; j < hid; ++j) t += w2[k * hid + j] * a1[j];
-    h2[k] = t;
-  }
-}
-
 // Per-call constants in the accumulation type, shared by forward and backward.
 struct Params {
-  at::Tensor wt, w, gamma, beta, w1, b1, w2, b2;
+  at::Tensor wt, gamma, beta, w1t, b1, w2t, b2, w1, w2;
   Params(const at::Tensor& dw_weight, const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& se_w1,
          const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2, at::ScalarType acc, int64_t C) {
-    wt = acc_copy(dw_weight.reshape({C, 9}).t(), acc);  // (9, C), for channels_last
-    w = acc_copy(dw_weight.reshape({C, 9}), acc);       // (C, 9), for NCHW
+    wt = acc_copy(dw_weight.reshape({C, 9}).t(), acc);  // (9, C): channels contiguous
     gamma = acc_copy(bn_weight, acc);
     beta = acc_copy(bn_bias, acc);
-    w1 = acc_copy(se_w1, acc);
+    w1 = acc_copy(se_w1.reshape({se_w1.size(0), C}), acc);     // (hid, C)
+    w2 = acc_copy(se_w2.reshape({C, se_w2.size(1)}), acc);     // (C, hid)
+    w1t = w1.t().contiguous();                                  // (C, hid)
+    w2t = w2.t().contiguous();                                  // (hid, C)
     b1 = acc_copy(se_b1, acc);
-    w2 = acc_copy(se_w2, acc);
     b2 = acc_copy(se_b2, acc);
   }
 };
@@ -167,7 +225,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     std::string gate) {
   const SpanDims d = check_span_args(kOp, x_in, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1,
                                      se_b1, se_w2, se_b2, stride, act, gate, c10::DeviceType::CPU);
-  // The forward runs natively in both layouts (no conversion copies around the op).
+  // Works in either layout without whole-tensor copies (samples are converted in cache).
   const auto fmt = output_format(x_in);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor x = x_in.contiguous(fmt);
@@ -183,83 +241,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dw_bn_act_se_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto run = [&](auto cl_tag) {
-      constexpr bool CL = decltype(cl_tag)::value;
-      const scalar_t* px = x.const_data_ptr<scalar_t>();
-      const acc_t* wconv = CL ? prm.wt.const_data_ptr<acc_t>() : prm.w.const_data_ptr<acc_t>();
-      auto conv = [&](const acc_t* xs, acc_t* z) {
-        if (CL) {
-          dwconv_sample<acc_t>(xs, wconv, z, g);
-        } else {
-          dwconv_sample_nchw<acc_t>(xs, wconv, z, g);
-        }
-      };
-      if (training) {
-        // Pass 1: per-sample (mean, M2) of the depthwise output, merged across samples in double.
-        std::vector<double> smean(d.n * C), sm2(d.n * C);
-        at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
-          std::vector<acc_t> xbuf, z(hw_out * C), s(C);
-          for (int64_t n = n0; n < n1; ++n) {
-            conv(sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf), z.data());
-            std::fill(s.begin(), s.end(), acc_t(0));
-            for_each_elem<CL>(hw_out, C, [&](int64_t, int64_t k, int64_t i) { s[k] += z[i]; });
-            for (int64_t k = 0; k < C; ++k) s[k] /= static_cast<acc_t>(hw_out);
-            for (int64_t k = 0; k < C; ++k) smean[n * C + k] = s[k];
-            std::vector<acc_t> mu(s);
-            std::fill(s.begin(), s.end(), acc_t(0));
-            for_each_elem<CL>(hw_out, C, [&](int64_t, int64_t k, int64_t i) {
-              const acc_t dz = z[i] - mu[k];
-              s[k] += dz * dz;
-            });
-            for (int64_t k = 0; k < C; ++k) sm2[n * C + k] = s[k];
-          }
-        });
-        acc_t* pm = mean.mutable_data_ptr<acc_t>();
-        acc_t* pv = var.mutable_data_ptr<acc_t>();
-        for (int64_t k = 0; k < C; ++k) {
-          double cnt = 0, mu = 0, m2 = 0;
-          for (int64_t n = 0; n < d.n; ++n)
-            welford_merge<double>(cnt, mu, m2, static_cast<double>(hw_out), smean[n * C + k], sm2[n * C + k]);
-          pm[k] = static_cast<acc_t>(mu);
-          pv[k] = static_cast<acc_t>(m2 / cnt);  // biased variance, as BatchNorm normalises with
-        }
-      }
-      std::vector<acc_t> rstd(C), scale(C), shift(C);
-      bn_constants<acc_t>(mean.const_data_ptr<acc_t>(), var.const_data_ptr<acc_t>(),
-                          prm.gamma.const_data_ptr<acc_t>(), prm.beta.const_data_ptr<acc_t>(),
-                          static_cast<acc_t>(eps), C, rstd.data(), scale.data(), shift.data());
-      const acc_t *w1 = prm.w1.const_data_ptr<acc_t>(), *b1 = prm.b1.const_data_ptr<acc_t>();
-      const acc_t *w2 = prm.w2.const_data_ptr<acc_t>(), *b2 = prm.b2.const_data_ptr<acc_t>();
-      acc_t* pp = pooled.mutable_data_ptr<acc_t>();
-      scalar_t* py = y.mutable_data_ptr<scalar_t>();
-      const int act_k = d.act, gate_k = d.gate;
-      const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(hw_out);
-      // Pass 2: conv -> BN -> act (kept in the per-thread buffer) -> pool -> SE MLP -> y = d * s.
+    const auto& K = Kernels<acc_t>::get();
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    const acc_t* wt = prm.wt.const_data_ptr<acc_t>();
+    if (training) {
+      // Pass 1: per-sample (mean, M2) of the depthwise output, merged across samples in double.
+      std::vector<acc_t> smean(d.n * C), sm2(d.n * C);
       at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
-        std::vector<acc_t> xbuf, z(hw_out * C), psum(C), h1(hid), a1(hid), h2(C), s(C);
+        std::vector<acc_t> xbuf, z(hw_out * C);
         for (int64_t n = n0; n < n1; ++n) {
-          conv(sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf), z.data());
-          std::fill(psum.begin(), psum.end(), acc_t(0));
-          for_each_elem<CL>(hw_out, C, [&](int64_t, int64_t k, int64_t i) {
-            const acc_t dv = act_forward(act_k, bn_affine(z[i], scale[k], shift[k]));
-            z[i] = dv;
-            psum[k] += dv;
-          });
-          acc_t* p = pp + n * C;
-          for (int64_t k = 0; k < C; ++k) p[k] = psum[k] * inv_hw;
-          se_mlp_forward<acc_t>(p, w1, b1, w2, b2, C, hid, act_k, h1.data(), a1.data(), h2.data());
-          for (int64_t k = 0; k < C; ++k) s[k] = gate_forward(gate_k, h2[k]);
-          scalar_t* yn = py + n * hw_out * C;
-          for_each_elem<CL>(hw_out, C,
-                            [&](int64_t, int64_t k, int64_t i) { yn[i] = static_cast<scalar_t>(z[i] * s[k]); });
+          K.conv(load_hwc<scalar_t, acc_t>(px + n * hw_in, d.h * d.w, C, cl, xbuf), wt, nullptr, nullptr, 0, z.data(),
+                 nullptr, g);
+          K.stats(z.data(), hw_out, C, smean.data() + n * C, sm2.data() + n * C);
         }
       });
-    };
-    if (cl) {
-      run(std::true_type{});
-    } else {
-      run(std::false_type{});
+      acc_t* pm = mean.mutable_data_ptr<acc_t>();
+      acc_t* pv = var.mutable_data_ptr<acc_t>();
+      for (int64_t k = 0; k < C; ++k) {
+        double cnt = 0, mu = 0, m2 = 0;
+        for (int64_t n = 0; n < d.n; ++n)
+          welford_merge<double>(cnt, mu, m2, static_cast<double>(hw_out), smean[n * C + k], sm2[n * C + k]);
+        pm[k] = static_cast<acc_t>(mu);
+        pv[k] = static_cast<acc_t>(m2 / cnt);  // biased variance, as BatchNorm normalises with
+      }
     }
+    std::vector<acc_t> rstd(C), scale(C), shift(C);
+    bn_constants<acc_t>(mean.const_data_ptr<acc_t>(), var.const_data_ptr<acc_t>(), prm.gamma.const_data_ptr<acc_t>(),
+                        prm.beta.const_data_ptr<acc_t>(), static_cast<acc_t>(eps), C, rstd.data(), scale.data(),
+                        shift.data());
+    const acc_t *w1t = prm.w1t.const_data_ptr<acc_t>(), *b1 = prm.b1.const_data_ptr<acc_t>();
+    const acc_t *w2t = prm.w2t.const_data_ptr<acc_t>(), *b2 = prm.b2.const_data_ptr<acc_t>();
+    acc_t* pp = pooled.mutable_data_ptr<acc_t>();
+    scalar_t* py = y.mutable_data_ptr<scalar_t>();
+    const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(hw_out);
+    // Pass 2: conv -> BN -> act (kept in the per-thread buffer) -> pool -> SE MLP -> y = d * s.
+    at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
+      const bool direct = cl && std::is_same<scalar_t, acc_t>::value;  // y written in place
+      std::vector<acc_t> xbuf, z(hw_out * C), ybuf(direct ? 0 : hw_out * C), psum(C), h1(hid), a1(hid), h2(C), s(C);
+      for (int64_t n = n0; n < n1; ++n) {
+        K.conv(load_hwc<scalar_t, acc_t>(px + n * hw_in, d.h * d.w, C, cl, xbuf), wt, scale.data(), shift.data(),
+               d.act, z.data(), psum.data(), g);
+        acc_t* p = pp + n * C;
+        for (int64_t k = 0; k < C; ++k) p[k] = psum[k] * inv_hw;
+        K.se_mlp(p, w1t, b1, w2t, b2, C, hid, d.act, h1.data(), a1.data(), h2.data());
+        for (int64_t k = 0; k < C; ++k) s[k] = gate_forward(d.gate, h2[k]);
+        scalar_t* yn = py + n * hw_out * C;
+        acc_t* out = direct ? reinterpret_cast<acc_t*>(yn) : ybuf.data();
+        K.scale_rows(z.data(), s.data(), out, hw_out, C);
+        store_hwc<scalar_t, acc_t>(out, yn, hw_out, C, cl);
+      }
+    });
   });
   return {y, mean, var, pooled};
 }
@@ -279,13 +310,14 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
   TORCH_CHECK(pooled.dim() == 2 && pooled.size(0) == d.n && pooled.size(1) == d.c, op, ": pooled must have shape (",
               d.n, ", ", d.c, "), got ", pooled.sizes());
   const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = x_in.contiguous(fmt);
+  const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous(fmt);
   const auto acc = acc_type_for(x.scalar_type());
   const Params prm(dw_weight, bn_weight, bn_bias, se_w1, se_b1, se_w2, se_b2, acc, d.c);
   const at::Tensor mean_a = acc_copy(mean, acc), var_a = acc_copy(var, acc), pooled_a = acc_copy(pooled, acc);
   const auto acc_opts = x.options().dtype(acc);
-  at::Tensor gx = at::empty({d.n, d.c, d.h, d.w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor gx = at::empty({d.n, d.c, d.h, d.w}, x.options().memory_format(fmt));
   // Per-sample partial sums (reduced across samples below, deterministically).
   at::Tensor gbeta_n = at::empty({d.n, d.c}, acc_opts), ggamma_n = at::empty({d.n, d.c}, acc_opts);
   at::Tensor gw_n = at::empty({d.n, 9, d.c}, acc_opts);
@@ -301,11 +333,13 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dw_bn_act_se_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const auto& K = Kernels<acc_t>::get();
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     const scalar_t* pgy = gy.const_data_ptr<scalar_t>();
     const acc_t* wt = prm.wt.const_data_ptr<acc_t>();
     const acc_t *w1 = prm.w1.const_data_ptr<acc_t>(), *b1 = prm.b1.const_data_ptr<acc_t>();
     const acc_t *w2 = prm.w2.const_data_ptr<acc_t>(), *b2 = prm.b2.const_data_ptr<acc_t>();
+    const acc_t *w1t = prm.w1t.const_data_ptr<acc_t>(), *w2t = prm.w2t.const_data_ptr<acc_t>();
     const acc_t* pmean = mean_a.const_data_ptr<acc_t>();
     std::vector<acc_t> rstd(C), scale(C), shift(C);
     bn_constants<acc_t>(pmean, var_a.const_data_ptr<acc_t>(), prm.gamma.const_data_ptr<acc_t>(),
@@ -320,54 +354,28 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
     scalar_t* pgx = gx.mutable_data_ptr<scalar_t>();
     const int act_k = d.act, gate_k = d.gate;
     const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(hw_out);
+    const bool direct = cl && std::is_same<scalar_t, acc_t>::value;  // gx written in place
 
-    // gz (in z's buffer) -> gx of sample n (scatter through the taps) and its dwconv weight-grad partial.
+    // gz -> gx of sample n (scatter through the taps) and its depthwise weight-gradient partial.
     auto input_grads = [&](int64_t n, const acc_t* xs, const acc_t* gz, std::vector<acc_t>& gxb) {
-      std::fill(gxb.begin(), gxb.end(), acc_t(0));
-      acc_t* gwn = pgw + n * 9 * C;
-      std::fill(gwn, gwn + 9 * C, acc_t(0));
-      for (int64_t oh = 0; oh < g.ho; ++oh)
-        for (int64_t ow = 0; ow < g.wo; ++ow) {
-          const acc_t* __restrict gzr = gz + (oh * g.wo + ow) * C;
-          for (int kh = 0; kh < 3; ++kh) {
-            const int64_t ih = oh * g.stride - 1 + kh;
-            if (ih < 0 || ih >= g.h) continue;
-            for (int kw = 0; kw < 3; ++kw) {
-              const int64_t iw = ow * g.stride - 1 + kw;
-              if (iw < 0 || iw >= g.w) continue;
-              const acc_t* __restrict wr = wt + (kh * 3 + kw) * C;
-              const acc_t* __restrict xr = xs + (ih * g.w + iw) * C;
-              acc_t* __restrict gxr = gxb.data() + (ih * g.w + iw) * C;
-              acc_t* __restrict gwr = gwn + (kh * 3 + kw) * C;
-              for (int64_t k = 0; k < C; ++k) {
-                gxr[k] += gzr[k] * wr[k];
-                gwr[k] += gzr[k] * xr[k];
-              }
-            }
-          }
-        }
       scalar_t* gxn = pgx + n * hw_in;
-      for (int64_t k = 0; k < hw_in; ++k) gxn[k] = static_cast<scalar_t>(gxb[k]);
+      acc_t* gxo = direct ? reinterpret_cast<acc_t*>(gxn) : gxb.data();
+      K.input_grads(xs, gz, wt, gxo, pgw + n * 9 * C, g);
+      store_hwc<scalar_t, acc_t>(gxo, gxn, d.h * d.w, C, cl);
     };
 
     // Pass 1 (per sample): recompute z, u, d; gs = sum_hw(gy*d); the SE backward; gu; BN sums.
     at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<acc_t> xbuf, z(hw_out * C), u(hw_out * C), gxb(training ? 0 : hw_in), gs(C), h1(hid), a1(hid),
-          h2(C), ga1(hid), gp(C), s(C);
+      std::vector<acc_t> xbuf, gybuf, z(hw_out * C), u(hw_out * C), gxb(direct ? 0 : hw_in), gs(C), h1(hid), a1(hid),
+          h2(C), gp(C), s(C);
       for (int64_t n = n0; n < n1; ++n) {
-        const acc_t* xs = sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf);
-        dwconv_sample<acc_t>(xs, wt, z.data(), g);
-        const scalar_t* gyn = pgy + n * hw_out * C;
-        std::fill(gs.begin(), gs.end(), acc_t(0));
-        for (int64_t r = 0; r < hw_out; ++r)
-          for (int64_t k = 0; k < C; ++k) {
-            const acc_t uv = bn_affine(z[r * C + k], scale[k], shift[k]);
-            u[r * C + k] = uv;
-            gs[k] += static_cast<acc_t>(gyn[r * C + k]) * act_forward(act_k, uv);
-          }
+        const acc_t* xs = load_hwc<scalar_t, acc_t>(px + n * hw_in, d.h * d.w, C, cl, xbuf);
+        K.conv(xs, wt, nullptr, nullptr, 0, z.data(), nullptr, g);
+        const acc_t* gyn = load_hwc<scalar_t, acc_t>(pgy + n * hw_out * C, hw_out, C, cl, gybuf);
+        K.bwd_gate_sum(z.data(), gyn, scale.data(), shift.data(), act_k, u.data(), gs.data(), hw_out, C);
         // SE backward for this sample: recompute the MLP from the saved pooled mean.
         const acc_t* p = pp + n * C;
-        se_mlp_forward<acc_t>(p, w1, b1, w2, b2, C, hid, act_k, h1.data(), a1.data(), h2.data());
+        K.se_mlp(p, w1t, b1, w2t, b2, C, hid, act_k, h1.data(), a1.data(), h2.data());
         for (int64_t k = 0; k < C; ++k) {
           s[k] = gate_forward(gate_k, h2[k]);
           pgh2[n * C + k] = gs[k] * gate_grad(gate_k, h2[k]);
@@ -375,7 +383,6 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
         for (int64_t j = 0; j < hid; ++j) {
           acc_t t = 0;
           for (int64_t k = 0; k < C; ++k) t += pgh2[n * C + k] * w2[k * hid + j];
-          ga1[j] = t;
           pa1[n * hid + j] = a1[j];
           pgh1[n * hid + j] = t * act_grad(act_k, h1[j]);
         }
@@ -384,21 +391,11 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
           for (int64_t j = 0; j < hid; ++j) t += pgh1[n * hid + j] * w1[j * C + k];
           gp[k] = t;
         }
-        // gu = (gy*s + gp/HW) * act'(u); per-sample sums of gu and gu*zhat.
-        acc_t* gbn = pgb + n * C;
-        acc_t* ggn = pgg + n * C;
-        std::fill(gbn, gbn + C, acc_t(0));
-        std::fill(ggn, ggn + C, acc_t(0));
-        acc_t* gun = training ? pgu + n * hw_out * C : z.data();  // eval: gz overwrites z in place
-        for (int64_t r = 0; r < hw_out; ++r)
-          for (int64_t k = 0; k < C; ++k) {
-            const acc_t zhat = (z[r * C + k] - pmean[k]) * rstd[k];
-            const acc_t gd = span_grad_d(static_cast<acc_t>(gyn[r * C + k]), s[k], gp[k], inv_hw);
-            const acc_t gu = gd * act_grad(act_k, u[r * C + k]);
-            gbn[k] += gu;
-            ggn[k] += gu * zhat;
-            gun[r * C + k] = training ? gu : bn_grad_input(gu, zhat, scale[k], acc_t(0), acc_t(0), false);
-          }
+        // gu = (gy*s + gp/HW) * act'(u) and the per-sample sums of gu and gu*zhat; eval turns gu
+        // into gz in place of z, training keeps gu for pass 2.
+        acc_t* gun = training ? pgu + n * hw_out * C : z.data();
+        K.bwd_gu(z.data(), u.data(), gyn, s.data(), gp.data(), inv_hw, pmean, rstd.data(), scale.data(), act_k,
+                 training, gun, pgb + n * C, pgg + n * C, hw_out, C);
         if (!training) input_grads(n, xs, z.data(), gxb);
       }
     });
@@ -423,16 +420,12 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
         mguz[k] = pggamma[k] / static_cast<acc_t>(count);
       }
       at::parallel_for(0, d.n, 1, [&](int64_t n0, int64_t n1) {
-        std::vector<acc_t> xbuf, z(hw_out * C), gxb(hw_in);
+        std::vector<acc_t> xbuf, z(hw_out * C), gxb(direct ? 0 : hw_in);
         for (int64_t n = n0; n < n1; ++n) {
-          const acc_t* xs = sample_as_acc<scalar_t, acc_t>(px + n * hw_in, hw_in, xbuf);
-          dwconv_sample<acc_t>(xs, wt, z.data(), g);
-          const acc_t* gun = pgu + n * hw_out * C;
-          for (int64_t r = 0; r < hw_out; ++r)
-            for (int64_t k = 0; k < C; ++k) {
-              const acc_t zhat = (z[r * C + k] - pmean[k]) * rstd[k];
-              z[r * C + k] = bn_grad_input(gun[r * C + k], zhat, scale[k], mgu[k], mguz[k], true);
-            }
+          const acc_t* xs = load_hwc<scalar_t, acc_t>(px + n * hw_in, d.h * d.w, C, cl, xbuf);
+          K.conv(xs, wt, nullptr, nullptr, 0, z.data(), nullptr, g);
+          K.bwd_bn_train(z.data(), pgu + n * hw_out * C, pmean, rstd.data(), scale.data(), mgu.data(), mguz.data(),
+                         z.data(), hw_out, C);
           input_grads(n, xs, z.data(), gxb);
         }
       });

@@ -1,0 +1,95 @@
+// Builds the per-sample kernels of span_kernels.h twice from span_kernels.inc -- for the baseline
+// ISA and for AVX2+FMA -- and picks one at run time. The AVX2 build uses GCC's target pragma on
+// this file's own functions only (every header is included before it), so nothing shared with
+// other translation units is compiled for AVX2 and the library still loads on any x86-64 CPU.
+#include "span_kernels.h"
+
+// The baseline build of 8-lane vectors returns them in two SSE registers; every such function is
+// inlined into its caller, so the ABI note GCC gives for it does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "../common/dw_bn_act_se_math.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define YYFAST_SPAN_AVX2 1
+#else
+#define YYFAST_SPAN_AVX2 0
+#endif
+
+namespace yyfast {
+namespace span_baseline {
+constexpr const char* kIsaName = "baseline";
+#include "vec_math.inc"
+#include "span_kernels.inc"
+}  // namespace span_baseline
+}  // namespace yyfast
+
+#if YYFAST_SPAN_AVX2
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+namespace yyfast {
+namespace span_avx2 {
+constexpr const char* kIsaName = "avx2+fma";
+#include "vec_math.inc"
+#include "span_kernels.inc"
+}  // namespace span_avx2
+}  // namespace yyfast
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+namespace yyfast {
+namespace {
+
+bool cpu_has_avx2_fma() {
+#if YYFAST_SPAN_AVX2
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+const SpanCpuKernels* default_kernels() {
+  const char* env = std::getenv("YYFAST_CPU_ISA");
+  if (env != nullptr && std::strcmp(env, "baseline") == 0) return &span_baseline::kKernels;
+  const SpanCpuKernels* best = span_cpu_kernels_named("avx2+fma");
+  return best != nullptr ? best : &span_baseline::kKernels;
+}
+
+const SpanCpuKernels*& current() {
+  static const SpanCpuKernels* k = default_kernels();
+  return k;
+}
+
+}  // namespace
+
+const SpanCpuKernels* span_cpu_kernels_named(const char* isa) {
+  if (std::strcmp(isa, "baseline") == 0) return &span_baseline::kKernels;
+#if YYFAST_SPAN_AVX2
+  if (std::strcmp(isa, "avx2+fma") == 0 && cpu_has_avx2_fma()) return &span_avx2::kKernels;
+#endif
+  return nullptr;
+}
+
+const SpanCpuKernels& span_cpu_kernels() { return *current(); }
+
+bool set_span_cpu_isa(const char* isa) {
+  const SpanCpuKernels* k = span_cpu_kernels_named(isa);
+  if (k == nullptr) return false;
+  current() = k;
+  return true;
+}
+
+}  // namespace yyfast

@@ -1,0 +1,63 @@
+// The float32 channels_last inner kernels of the C++ CPU dw_bn_act_se, one sample per call.
+//
+// They are compiled twice from one source (span_kernels.inc, vec_math.inc): once for the build's
+// baseline ISA and once for AVX2+FMA (x86-64 with GCC or Clang), and span_cpu_kernels() picks the
+// best the running CPU supports, once. Every loop runs over contiguous channels in 8-lane vectors
+// (GCC/Clang vector extensions), including GELU/SiLU, which use vectorised exp/erfc
+// (vec_math.inc) instead of scalar libm calls: scalar erff alone made the eval forward run at
+// ~10% of copy bandwidth.
+//
+// Layouts (one sample): x (H, W, C); the depthwise weight as wt (9, C); z, u, d, y, gy, gz
+// (Ho*Wo, C); per-channel vectors (C); SE weights transposed: w1t (C, hid), w2t (hid, C).
+#pragma once
+#include <cstdint>
+
+namespace yyfast {
+
+// One sample's geometry.
+struct Geom {
+  int64_t c, h, w, ho, wo;
+  int stride;
+};
+
+struct SpanCpuKernels {
+  const char* isa;  // "avx2+fma" or "baseline"
+  // z = dwconv3x3(x). With scale != nullptr the BN/activation epilogue runs in the same pass:
+  // z = act(z*scale + shift), and psum[k] = sum over positions of z (overwritten).
+  void (*conv)(const float* x, const float* wt, const float* scale, const float* shift, int act, float* z,
+               float* psum, const Geom& g);
+  // Per-channel mean and sum of squared deviations of z (rows x C).
+  void (*stats)(const float* z, int64_t rows, int64_t c, float* mean, float* m2);
+  // y[r, k] = d[r, k] * s[k].
+  void (*scale_rows)(const float* d, const float* s, float* y, int64_t rows, int64_t c);
+  // SE MLP: h1 = W1 p + b1, a1 = act(h1), h2 = W2 a1 + b2.
+  void (*se_mlp)(const float* p, const float* w1t, const float* b1, const float* w2t, const float* b2, int64_t c,
+                 int64_t hid, int act, float* h1, float* a1, float* h2);
+  // Backward, step 1: u = z*scale + shift (stored) and gs[k] = sum_r gy[r, k] * act(u[r, k]).
+  void (*bwd_gate_sum)(const float* z, const float* gy, const float* scale, const float* shift, int act, float* u,
+                       float* gs, int64_t rows, int64_t c);
+  // Backward, step 2: gu = (gy*s + gp*inv_hw) * act'(u); gb[k] = sum_r gu, gg[k] = sum_r gu*zhat with
+  // zhat = (z - mean)*rstd; out = gu (training) or gu*scale (eval: the input gradient of BN). out may be z.
+  void (*bwd_gu)(const float* z, const float* u, const float* gy, const float* s, const float* gp, float inv_hw,
+                 const float* mean, const float* rstd, const float* scale, int act, bool training, float* out,
+                 float* gb, float* gg, int64_t rows, int64_t c);
+  // Training BN input gradient: gz = scale*(gu - mgu - zhat*mguz), zhat = (z - mean)*rstd. gz may be z.
+  void (*bwd_bn_train)(const float* z, const float* gu, const float* mean, const float* rstd, const float* scale,
+                       const float* mgu, const float* mguz, float* gz, int64_t rows, int64_t c);
+  // gx = the depthwise conv's input gradient (H, W, C) and gw (9, C) its weight gradient, both overwritten.
+  void (*input_grads)(const float* x, const float* gz, const float* wt, float* gx, float* gw, const Geom& g);
+};
+
+// The kernels for this CPU: AVX2+FMA when built in and supported, else the baseline build.
+// YYFAST_CPU_ISA=baseline in the environment (read once) forces the baseline.
+const SpanCpuKernels& span_cpu_kernels();
+
+// Both builds, for tests: "baseline" always; "avx2+fma" when compiled in and this CPU runs it.
+// Returns nullptr for a name that is not available here.
+const SpanCpuKernels* span_cpu_kernels_named(const char* isa);
+
+// Selects the kernels span_cpu_kernels() returns from now on; returns false (and changes nothing)
+// for a name span_cpu_kernels_named() does not offer.
+bool set_span_cpu_isa(const char* isa);
+
+}  // namespace yyfast

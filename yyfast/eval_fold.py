@@ -1,0 +1,63 @@
+"""Eval-mode BatchNorm folding on the fly, for ``yyfast.YYNet``'s blocks outside the fused span.
+
+In eval mode ``bn(conv(x))`` is one convolution with per-output-channel scaled weights and a bias,
+and ``conv1x1(bn(x))`` one 1x1 convolution (see ``yyfast.inference.fold`` for the algebra). The
+fused model uses that in eval mode so a BatchNorm costs no pass over the activations (on the
+2-core CPU, the eval BatchNorms outside the spans were ~20% of the forward time of yynet_small_64,
+``bench/results``). The parameters and state_dict are untouched: the folded weights are computed
+from them (in float64, rounded once) and cached until any of them changes (``Tensor._version``),
+so optimiser steps and ``load_state_dict`` are seen at the next forward. With autograd on, or
+under ``torch.compile``, they are recomputed in the graph instead, so gradients flow to the
+parameters exactly as through the unfolded blocks.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
+    """``(a, c)``, float64 on bn's device, with ``bn(z) == a*z + c`` per channel in eval mode."""
+    a = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return a, bn.bias.double() - bn.running_mean.double() * a
+
+
+def fold_conv_bn(weight: Tensor, bias: Optional[Tensor], bn: nn.BatchNorm2d,
+                 bn_before: Optional[nn.BatchNorm2d] = None) -> Tuple[Tensor, Tensor]:
+    """``(w, b)`` in weight's dtype such that ``conv(x, w, b) == bn(conv(bn_before(x), weight, bias))``.
+
+    ``bn_before`` is only exact for a 1x1 convolution (no zero padding for its shift to miss).
+    """
+    a, c = bn_scale_shift(bn)
+    w = weight.double() * a.view(-1, 1, 1, 1)
+    b = c if bias is None else c + a * bias.double()
+    if bn_before is not None:
+        a_in, c_in = bn_scale_shift(bn_before)
+        b = b + w[:, :, 0, 0] @ c_in
+        w = w * a_in.view(1, -1, 1, 1)
+    return w.to(weight.dtype), b.to(weight.dtype)
+
+
+def bn_tensors(bn: nn.BatchNorm2d) -> Tuple[Tensor, ...]:
+    return bn.weight, bn.bias, bn.running_mean, bn.running_var
+
+
+class FoldCache:
+    """Holds one block's folded weights, recomputed when a source tensor is replaced or modified."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self._value: Tuple[Tensor, ...] = ()
+
+    def get(self, sources: Sequence[Tensor], compute: Callable[[], Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return compute()
+        key = tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        if key != self._key:
+            self._value = tuple(v.detach() for v in compute())
+            self._key = key
+        return self._value
