@@ -3,6 +3,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/span_kernels.h"
+
 TORCH_LIBRARY(yyfast, m) {
   m.def("yinyang_fuse(Tensor a, Tensor i, float c1, float c2, float c3) -> Tensor");
   m.def("yinyang_fuse_backward(Tensor grad, Tensor a, Tensor i, float c1, float c2, float c3) -> (Tensor, Tensor)");
@@ -38,8 +40,32 @@ static PyObject* py_cuda_built(PyObject*, PyObject*) {
   if (yyfast::cuda_built()) Py_RETURN_TRUE;
   Py_RETURN_FALSE;
 }
+// The C++ CPU span kernels' instruction set (see cpu/span_kernels.h): which one runs, which this CPU
+// offers, and a switch for tests and benchmarks.
+static PyObject* py_cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(yyfast::span_cpu_kernels().isa); }
+static PyObject* py_cpu_isas(PyObject*, PyObject*) {
+  PyObject* out = PyList_New(0);
+  for (const char* name : {"avx2+fma", "baseline"}) {
+    if (yyfast::span_cpu_kernels_named(name) == nullptr) continue;
+    PyObject* s = PyUnicode_FromString(name);
+    PyList_Append(out, s);
+    Py_DECREF(s);
+  }
+  return out;
+}
+static PyObject* py_set_cpu_isa(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : nullptr;
+  if (name == nullptr || !yyfast::set_span_cpu_isa(name)) {
+    PyErr_Format(PyExc_ValueError, "isa=%R is not available on this CPU; see yyfast._C.cpu_isas()", arg);
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
 static PyMethodDef methods[] = {
     {"cuda_built", py_cuda_built, METH_NOARGS, "True when the CUDA kernels were compiled in."},
+    {"cpu_isa", py_cpu_isa, METH_NOARGS, "The instruction set the C++ CPU span kernels run with."},
+    {"cpu_isas", py_cpu_isas, METH_NOARGS, "The instruction sets of the C++ CPU span kernels this CPU can run."},
+    {"set_cpu_isa", py_set_cpu_isa, METH_O, "Select the C++ CPU span kernels' instruction set (for tests)."},
     {nullptr, nullptr, 0, nullptr}};
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "yyfast C++/CUDA ops", -1, methods};
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }

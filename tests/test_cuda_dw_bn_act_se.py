@@ -14,6 +14,7 @@ from conftest import DEVICES
 from op_checks import AWKWARD_SHAPES, SpanCase, check_compiled_matches_eager, check_dw_bn_act_se, span_inputs
 
 pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built (pip install -e . --no-build-isolation)")
+import yyfast._C  # noqa: E402
 from yyfast.ops import cuda_ops  # noqa: E402  (after the skip: needs the extension)
 
 COMBOS = [("gelu", "sigmoid"), ("silu", "hardsigmoid"), ("gelu", "hardsigmoid"), ("silu", "sigmoid")]
@@ -81,6 +82,35 @@ def test_cpu_float64(case):
 def test_cpu_half_types(case, dtype):
     """Half-precision activations with float32 parameters (mixed precision), float32 accumulation."""
     check_dw_bn_act_se("cuda", "cpu", dtype, case, param_dtype=torch.float32)
+
+
+ISA_CASES = [SpanCase((2, 37, 33, 33), 1, "gelu", "sigmoid", True, True),      # 4 vectors + a 5-channel tail
+             SpanCase((2, 37, 33, 33), 2, "silu", "hardsigmoid", False, False),
+             SpanCase((1, 12, 2, 3), 1, "silu", "sigmoid", True, False),          # border taps only
+             SpanCase((3, 16, 1, 1), 2, "gelu", "hardsigmoid", False, True)]
+
+
+@pytest.fixture(params=yyfast._C.cpu_isas())
+def cpu_isa(request):
+    """Each instruction set the C++ CPU span kernels were built for and this CPU runs (the dispatcher
+    picks the best one; the others are proved too, as a CPU without AVX2 would run them)."""
+    prev = yyfast._C.cpu_isa()
+    yyfast._C.set_cpu_isa(request.param)
+    yield request.param
+    yyfast._C.set_cpu_isa(prev)
+
+
+@pytest.mark.parametrize("case", ISA_CASES, ids=lambda c: f"{c.shape}-s{c.stride}-{c.act}-"
+                                                         f"{'train' if c.training else 'eval'}")
+def test_cpu_float32_each_isa(cpu_isa, case):
+    assert yyfast._C.cpu_isa() == cpu_isa
+    check_dw_bn_act_se("cuda", "cpu", torch.float32, case)
+
+
+def test_cpu_isa_switch_rejects_unknown():
+    with pytest.raises(ValueError, match="isa='sse9' is not available"):
+        yyfast._C.set_cpu_isa("sse9")
+    assert "baseline" in yyfast._C.cpu_isas()
 
 
 # ------------------------------------------------------------------------------------- GPU

@@ -68,7 +68,8 @@ def _cuda() -> Dict:
         reason = "yyfast._C has CUDA kernels, but no GPU is visible; its C++ CPU kernels run on CPU tensors."
     else:
         reason = None
-    return {"available": True, "built": True, "devices": devices, "reason": reason, "cuda_kernels": cuda_built}
+    return {"available": True, "built": True, "devices": devices, "reason": reason, "cuda_kernels": cuda_built,
+            "cpu_isa": ext.cpu_isa()}
 
 
 @functools.lru_cache(maxsize=None)
