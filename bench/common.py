@@ -114,8 +114,14 @@ def versions() -> Dict[str, Optional[str]]:
         triton_version = triton.__version__
     except Exception:  # not installed or broken: the triton rows are skipped with the reason
         triton_version = None
+    try:
+        from yyfast import _C
+
+        cpu_isa = _C.cpu_isa()  # which build of the C++ CPU span kernels ran
+    except Exception:  # extension not built: the yyfast-cuda rows are skipped with the reason
+        cpu_isa = None
     return {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "triton": triton_version, "yyfast": yyfast.__version__}
+            "triton": triton_version, "yyfast": yyfast.__version__, "cpu_isa": cpu_isa}
 
 
 def git_commit() -> Dict[str, object]:

@@ -86,14 +86,16 @@ def backends() -> Dict[str, Dict]:
 #: What ``backend="auto"`` picks, per device type and mode, in order of preference. It follows the
 #: committed benchmark results (bench/results/, the README's results section):
 #: * GPU: the CUDA ops, then Triton (no GPU measurement is committed yet; revisit with the first one).
-#: * CPU eval: the C++ ops, 1.05x the eager reference for yynet_small_64 at batch 256
-#:   (cpu-2core-2026-11-27-throughput.json; 1.07x in an earlier run, 1.12-1.19x in alternated runs).
-#: * CPU training: the reference; the C++ training step measured 0.78-1.58x eager on the same
-#:   machine, run to run, and its fused span forward+backward 0.3-0.5x at batch 16 (kernels.json).
+#: * CPU eval: the C++ ops (vectorised span kernels, plus the eval BatchNorm folding every fused
+#:   backend does): 1.63x the eager reference for yynet_small_64 at batch 256
+#:   (cpu-2core-2026-11-27-throughput.json).
+#: * CPU training: the C++ ops, 1.27x eager for the batch-64 training step in the same run (1.25x in
+#:   an alternated run); the span alone is 0.87-1.72x eager forward+backward at batch 16
+#:   (cpu-2core-2026-11-27-kernels.json: slower only at the 4x4 and 8x8 maps, where it costs least).
 AUTO_PREFERENCE = {
     ("cuda", True): ("cuda", "triton", "reference"),
     ("cuda", False): ("cuda", "triton", "reference"),
-    ("cpu", True): ("reference",),
+    ("cpu", True): ("cuda", "reference"),
     ("cpu", False): ("cuda", "reference"),
 }
 

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     for name, info in report["backends"].items():
         print(f"{name:<10} {str(info['built']):<6} {str(info['available']):<10} "
               f"{','.join(info['devices']) or '-':<10} {info['reason'] or ''}")
+    if report["backends"]["cuda"].get("cpu_isa"):
+        print(f"C++ CPU span kernels: {report['backends']['cuda']['cpu_isa']}")
     return 0
 
 

@@ -185,9 +185,11 @@ class InferenceYYNet(nn.Module):
             return "plain"
         if self.backend == "auto":
             if device.type == "cpu":
-                # The folded plain span (oneDNN conv+act, SE scale folded into the projection) beats the
-                # C++ fused span here: yynet_small_64, batch 256, 2-core CPU, interleaved runs:
-                # 3.1-3.5 s plain vs 4.0-4.2 s C++ per batch (2026-11-27).
+                # The folded plain span (oneDNN conv+act, SE scale folded into the projection) and the
+                # C++ fused span are level here: yynet_small_64, batch 256, 2-core CPU, 8 interleaved
+                # runs each: median 3.31 s plain vs 3.19 s C++ per batch (2026-11-27, after the C++
+                # span was vectorised; 3.1-3.5 s vs 4.0-4.2 s before). Within this VM's noise, so the
+                # plain span stays: it needs no extension.
                 return "plain"
             cache = self.__dict__.setdefault("_auto_span_backend", {})
             if device.type not in cache:  # resolved once per device type: it reads the backends report
