@@ -66,8 +66,9 @@ class FusedYinYangFusion(YinYangFusion):
         return ops.yinyang_fuse(a, i, self.formula, backend=self.backend)
 
 
-class FusedResidual(Residual):
-    """``Residual`` whose eval forward folds both BatchNorms into their convolutions (``eval_fold``)."""
+class _FoldsInEval:
+    """Mixin for the blocks outside the span: in eval mode, unless the backend is ``"reference"``,
+    their BatchNorms are folded into the convolutions (``yyfast.eval_fold``, cached in ``_fold``)."""
 
     backend: str = "auto"
 
@@ -75,8 +76,15 @@ class FusedResidual(Residual):
         super().__init__(*args, **kwargs)
         self._fold = FoldCache()
 
+    def _folds(self) -> bool:
+        return not self.training and self.backend != "reference"
+
+
+class FusedResidual(_FoldsInEval, Residual):
+    """``Residual`` whose eval forward folds both BatchNorms into their convolutions."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or self.backend == "reference":
+        if not self._folds():
             return super().forward(x)
         c1, c2 = self.conv1, self.conv2
         w1, b1, w2, b2 = self._fold.get(
@@ -86,18 +94,12 @@ class FusedResidual(Residual):
         return self.act(self.shortcut(x) + F.conv2d(h, w2, b2, c2.stride, c2.padding))
 
 
-class FusedMBConv(MBConv):
+class FusedMBConv(_FoldsInEval, MBConv):
     """``MBConv`` whose eval forward folds ``bn_in`` and ``bn_expand`` into the expand convolution and
-    ``bn_project`` into the project convolution (``eval_fold``); the span is the fused op."""
-
-    backend: str = "auto"
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._fold = FoldCache()
+    ``bn_project`` into the project convolution; the span is the fused op."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or self.backend == "reference":
+        if not self._folds():
             return super().forward(x)
         bn_in = None if self.discard_input_bn else self.bn_in
         sources = (self.expand.weight, self.project.weight, *bn_tensors(self.bn_expand), *bn_tensors(self.bn_project),

@@ -43,21 +43,14 @@ struct ScalarSpan {
   static void conv(const T* x, const T* wt, const T* scale, const T* shift, int act, T* z, T* psum, const Geom& g) {
     const int64_t C = g.c;
     if (scale != nullptr) std::fill(psum, psum + C, T(0));
+    int64_t xoff[9], woff[9];
     for (int64_t oh = 0; oh < g.ho; ++oh)
       for (int64_t ow = 0; ow < g.wo; ++ow) {
         T* zr = z + (oh * g.wo + ow) * C;
         std::fill(zr, zr + C, T(0));
-        for (int kh = 0; kh < 3; ++kh) {
-          const int64_t ih = oh * g.stride - 1 + kh;
-          if (ih < 0 || ih >= g.h) continue;
-          for (int kw = 0; kw < 3; ++kw) {
-            const int64_t iw = ow * g.stride - 1 + kw;
-            if (iw < 0 || iw >= g.w) continue;
-            const T* xr = x + (ih * g.w + iw) * C;
-            const T* wr = wt + (kh * 3 + kw) * C;
-            for (int64_t k = 0; k < C; ++k) zr[k] += xr[k] * wr[k];
-          }
-        }
+        const int nt = valid_taps(g, oh, ow, xoff, woff);
+        for (int t = 0; t < nt; ++t)
+          for (int64_t k = 0; k < C; ++k) zr[k] += x[xoff[t] + k] * wt[woff[t] + k];
         if (scale != nullptr)
           for (int64_t k = 0; k < C; ++k) {
             zr[k] = act_forward(act, bn_affine(zr[k], scale[k], shift[k]));
@@ -128,25 +121,16 @@ struct ScalarSpan {
     const int64_t C = g.c;
     std::fill(gx, gx + g.h * g.w * C, T(0));
     std::fill(gw, gw + 9 * C, T(0));
+    int64_t xoff[9], woff[9];
     for (int64_t oh = 0; oh < g.ho; ++oh)
       for (int64_t ow = 0; ow < g.wo; ++ow) {
         const T* gzr = gz + (oh * g.wo + ow) * C;
-        for (int kh = 0; kh < 3; ++kh) {
-          const int64_t ih = oh * g.stride - 1 + kh;
-          if (ih < 0 || ih >= g.h) continue;
-          for (int kw = 0; kw < 3; ++kw) {
-            const int64_t iw = ow * g.stride - 1 + kw;
-            if (iw < 0 || iw >= g.w) continue;
-            const T* wr = wt + (kh * 3 + kw) * C;
-            const T* xr = x + (ih * g.w + iw) * C;
-            T* gxr = gx + (ih * g.w + iw) * C;
-            T* gwr = gw + (kh * 3 + kw) * C;
-            for (int64_t k = 0; k < C; ++k) {
-              gxr[k] += gzr[k] * wr[k];
-              gwr[k] += gzr[k] * xr[k];
-            }
+        const int nt = valid_taps(g, oh, ow, xoff, woff);
+        for (int t = 0; t < nt; ++t)
+          for (int64_t k = 0; k < C; ++k) {
+            gx[xoff[t] + k] += gzr[k] * wt[woff[t] + k];
+            gw[woff[t] + k] += gzr[k] * x[xoff[t] + k];
           }
-        }
       }
   }
 };

@@ -20,6 +20,24 @@ struct Geom {
   int stride;
 };
 
+// Offsets (in elements, from the sample's start) of x and of the (9, C) weight for the valid 3x3
+// taps of output position (oh, ow); returns how many there are (9 inside, fewer on the border).
+inline int valid_taps(const Geom& g, int64_t oh, int64_t ow, int64_t* xoff, int64_t* woff) {
+  int nt = 0;
+  for (int kh = 0; kh < 3; ++kh) {
+    const int64_t ih = oh * g.stride - 1 + kh;
+    if (ih < 0 || ih >= g.h) continue;
+    for (int kw = 0; kw < 3; ++kw) {
+      const int64_t iw = ow * g.stride - 1 + kw;
+      if (iw < 0 || iw >= g.w) continue;
+      xoff[nt] = (ih * g.w + iw) * g.c;
+      woff[nt] = (kh * 3 + kw) * g.c;
+      ++nt;
+    }
+  }
+  return nt;
+}
+
 struct SpanCpuKernels {
   const char* isa;  // "avx2+fma" or "baseline"
   // z = dwconv3x3(x). With scale != nullptr the BN/activation epilogue runs in the same pass:
