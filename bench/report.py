@@ -53,8 +53,11 @@ def load_results(results_dir: Path) -> Dict[str, Dict[str, Tuple[str, dict]]]:
 def _provenance(name: str, doc: dict) -> str:
     v = doc.get("versions", {})
     dirty = " (uncommitted changes present)" if doc.get("dirty") else ""
+    isa = f", C++ CPU kernels {v['cpu_isa']}" if v.get("cpu_isa") else ""
+    env = doc.get("env") or {}
+    env_note = (" Run with " + " ".join(f"`{k}={val}`" for k, val in env.items()) + ".") if env else ""
     return (f"{doc.get('date', '?')}, commit `{str(doc.get('commit', '?'))[:12]}`{dirty}, torch {v.get('torch')}, "
-            f"triton {v.get('triton')}; file `bench/results/{name}`.{common.load_note(doc)}")
+            f"triton {v.get('triton')}{isa}; file `bench/results/{name}`.{env_note}{common.load_note(doc)}")
 
 
 def _goals(doc: dict) -> List[str]:
