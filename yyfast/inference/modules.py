@@ -184,13 +184,10 @@ class InferenceYYNet(nn.Module):
         if self.graph == "plain" or self.backend == "reference":
             return "plain"
         if self.backend == "auto":
-            if device.type == "cpu":
-                # The folded plain span (oneDNN conv+act, SE scale folded into the projection) and the
-                # C++ fused span are level here: yynet_small_64, batch 256, 2-core CPU, 8 interleaved
-                # runs each: median 3.31 s plain vs 3.19 s C++ per batch (2026-11-27, after the C++
-                # span was vectorised; 3.1-3.5 s vs 4.0-4.2 s before). Within this VM's noise, so the
-                # plain span stays: it needs no extension.
-                return "plain"
+            # On the CPU the C++ fused span beat the folded plain span (oneDNN conv+act, SE scale folded
+            # into the projection) once vectorised: yynet_small_64, batch 256, 2-core CPU, 8 interleaved
+            # runs each, median 2.76 s vs 3.09 s per batch (1.47 s vs 1.55 s with glibc keeping freed
+            # memory), 2026-11-27. Without the extension, auto resolves to the plain span.
             cache = self.__dict__.setdefault("_auto_span_backend", {})
             if device.type not in cache:  # resolved once per device type: it reads the backends report
                 name = ops.resolve_backend("auto", device, training=False)
