@@ -61,6 +61,27 @@ def test_folded_eval_matches_float64_reference(device, channels_last, discard):
     assert any(isinstance(m, FusedResidual) for m in net.modules())
 
 
+def test_cpu_eval_takes_onednn_post_ops(monkeypatch):
+    """Without autograd on float32 CPU tensors, the folded convolutions carry their activation and
+    residual add as oneDNN post-ops; the result is still the float64 reference's."""
+    from yyfast.inference import cpu_fusion
+
+    if not cpu_fusion.available():
+        pytest.skip(f"oneDNN fused convolutions unavailable here: {cpu_fusion._STATE['reason']}")
+    calls = {"act": 0, "add": 0}
+    for name, key in (("_conv_act_mkldnn", "act"), ("_conv_add_mkldnn", "add")):
+        real = getattr(cpu_fusion, name)
+        monkeypatch.setattr(cpu_fusion, name, lambda *a, _real=real, _key=key, **k: (
+            calls.__setitem__(_key, calls[_key] + 1), _real(*a, **k))[1])
+    ref, net = _pair()
+    x = _x()
+    with torch.no_grad():
+        err = rel_err(net(x), ref(x.double()))
+    n_blocks = sum(isinstance(m, (FusedMBConv, FusedResidual)) for m in net.modules())
+    assert calls["act"] == n_blocks and calls["add"] == n_blocks, (calls, n_blocks)
+    assert err < 2e-5, f"fused eval logits differ: {err:.3e}"
+
+
 def test_fold_cache_sees_every_change():
     """The cached folded weights follow in-place updates (optimiser steps, running statistics,
     load_state_dict): each eval after a change matches a reference given the same change."""

@@ -8,7 +8,9 @@ fused model uses that in eval mode so a BatchNorm costs no pass over the activat
 from them (in float64, rounded once) and cached until any of them changes (``Tensor._version``),
 so optimiser steps and ``load_state_dict`` are seen at the next forward. With autograd on, or
 under ``torch.compile``, they are recomputed in the graph instead, so gradients flow to the
-parameters exactly as through the unfolded blocks.
+parameters exactly as through the unfolded blocks. Without autograd on float32 CPU tensors the
+blocks also run each folded convolution with its activation or residual add as a oneDNN post-op
+(``yyfast.inference.cpu_fusion``).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from . import ops
 from .config import BACKENDS, YYNetConfig, get_config, list_models
 from .eval_fold import FoldCache, bn_tensors, fold_conv_bn
+from .inference import cpu_fusion
+from .inference.modules import activation
 from .reference import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
 
 
@@ -79,6 +81,16 @@ class _FoldsInEval:
     def _folds(self) -> bool:
         return not self.training and self.backend != "reference"
 
+    @staticmethod
+    def _cpu_fused(x: torch.Tensor) -> bool:
+        """Without autograd, on float32 CPU tensors: the folded convolutions also take their activation
+        or residual add as a oneDNN post-op (``yyfast.inference.cpu_fusion``, self-tested once)."""
+        return not torch.is_grad_enabled() and cpu_fusion.usable(x)
+
+
+def _act_name(module: torch.nn.Module) -> str:
+    return "gelu" if isinstance(module, torch.nn.GELU) else "silu"
+
 
 class FusedResidual(_FoldsInEval, Residual):
     """``Residual`` whose eval forward folds both BatchNorms into their convolutions."""
@@ -90,6 +102,10 @@ class FusedResidual(_FoldsInEval, Residual):
         w1, b1, w2, b2 = self._fold.get(
             (c1.weight, c1.bias, c2.weight, c2.bias, *bn_tensors(self.bn1), *bn_tensors(self.bn2)),
             lambda: (*fold_conv_bn(c1.weight, c1.bias, self.bn1), *fold_conv_bn(c2.weight, c2.bias, self.bn2)))
+        if self._cpu_fused(x):
+            act = _act_name(self.act)
+            h = cpu_fusion.conv_act(c1, x, act, activation, weight=w1, bias=b1)
+            return activation(act, cpu_fusion.conv_add(c2, h, self.shortcut(x), weight=w2, bias=b2), True)
         h = self.act1(F.conv2d(x, w1, b1, c1.stride, c1.padding))
         return self.act(self.shortcut(x) + F.conv2d(h, w2, b2, c2.stride, c2.padding))
 
@@ -107,6 +123,9 @@ class FusedMBConv(_FoldsInEval, MBConv):
         we, be, wp, bp = self._fold.get(
             sources, lambda: (*fold_conv_bn(self.expand.weight, None, self.bn_expand, bn_before=bn_in),
                               *fold_conv_bn(self.project.weight, None, self.bn_project)))
+        if self._cpu_fused(x):
+            h = cpu_fusion.conv_act(self.expand, x, _act_name(self.act), activation, weight=we, bias=be)
+            return cpu_fusion.conv_add(self.project, self.span(h), self.shortcut(x), weight=wp, bias=bp)
         h = self.span(self.act(F.conv2d(x, we, be)))
         return F.conv2d(h, wp, bp) + self.shortcut(x)
 

@@ -59,25 +59,41 @@ def usable(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and available())
 
 
-def _conv_act_mkldnn(conv: nn.Conv2d, x: torch.Tensor, act: str) -> torch.Tensor:
+def _weights(conv: nn.Conv2d, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor]):
+    """conv's own weight and bias, or the given ones (folded weights computed elsewhere)."""
+    return (conv.weight, conv.bias) if weight is None else (weight, bias)
+
+
+def _conv_act_mkldnn(conv: nn.Conv2d, x: torch.Tensor, act: str, weight=None, bias=None) -> torch.Tensor:
     attr, algorithm = _ATTRS[act]
-    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, *_conv_args(conv), attr, [], algorithm)
+    return torch.ops.mkldnn._convolution_pointwise(x, *_weights(conv, weight, bias), *_conv_args(conv), attr, [],
+                                                   algorithm)
 
 
-def _conv_add_mkldnn(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._convolution_pointwise.binary(x, other, conv.weight, conv.bias, *_conv_args(conv), "add",
-                                                          None, None, [], None)
+def _conv_add_mkldnn(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *_weights(conv, weight, bias), *_conv_args(conv),
+                                                          "add", None, None, [], None)
 
 
-def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, activation) -> torch.Tensor:
-    """``act(conv(x))``; one oneDNN call where usable, else ``activation(act, conv(x), inplace=True)``."""
+def _plain_conv(conv: nn.Conv2d, x: torch.Tensor, weight, bias) -> torch.Tensor:
+    if weight is None:
+        return conv(x)
+    padding, stride, dilation, groups = _conv_args(conv)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, activation, weight: Optional[torch.Tensor] = None,
+             bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``act(conv(x))``; one oneDNN call where usable, else ``activation(act, conv(x), inplace=True)``.
+    ``weight``/``bias``, if given, replace the conv's own (its geometry is still used)."""
     if usable(x):
-        return _conv_act_mkldnn(conv, x, act)
-    return activation(act, conv(x), True)
+        return _conv_act_mkldnn(conv, x, act, weight, bias)
+    return activation(act, _plain_conv(conv, x, weight, bias), True)
 
 
-def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight: Optional[torch.Tensor] = None,
+             bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``conv(x) + other`` (``other`` has the output's shape); one oneDNN call where usable."""
     if usable(x) and other.dtype == x.dtype and other.shape[1] == conv.out_channels:
-        return _conv_add_mkldnn(conv, x, other)
-    return conv(x).add_(other)
+        return _conv_add_mkldnn(conv, x, other, weight, bias)
+    return _plain_conv(conv, x, weight, bias).add_(other)
