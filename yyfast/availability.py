@@ -86,12 +86,12 @@ def backends() -> Dict[str, Dict]:
 #: What ``backend="auto"`` picks, per device type and mode, in order of preference. It follows the
 #: committed benchmark results (bench/results/, the README's results section):
 #: * GPU: the CUDA ops, then Triton (no GPU measurement is committed yet; revisit with the first one).
-#: * CPU eval: the C++ ops (vectorised span kernels, plus the eval BatchNorm folding every fused
-#:   backend does): 1.76x the eager reference for yynet_small_64 at batch 256
-#:   (cpu-2core-2026-11-27-throughput.json; 1.57-1.94x in four earlier runs), and 1.21x with glibc
-#:   told to keep freed memory (cpu-2core-2026-11-27-throughput-malloc-retain.json; 1.35-1.59x before).
-#: * CPU training: the C++ ops, 1.22x eager for the batch-64 training step in the same run
-#:   (1.15-1.27x in four earlier runs; 1.00-1.37x with freed memory kept): never slower.
+#: * CPU eval: the C++ ops (vectorised span kernels, plus the eval BatchNorm folding and oneDNN
+#:   post-ops every fused backend does): 2.04x the eager reference for yynet_small_64 at batch 256
+#:   (cpu-2core-2026-11-27-throughput.json), and 1.50x with glibc told to keep freed memory
+#:   (cpu-2core-2026-11-27-throughput-malloc-retain.json).
+#: * CPU training: the C++ ops, 1.15x eager for the batch-64 training step in the same run (1.13x with
+#:   freed memory kept; 1.00-1.37x in earlier runs): never slower.
 AUTO_PREFERENCE = {
     ("cuda", True): ("cuda", "triton", "reference"),
     ("cuda", False): ("cuda", "triton", "reference"),
