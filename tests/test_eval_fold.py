@@ -11,7 +11,7 @@ import yyfast
 from conftest import DEVICES
 from helpers import rel_err
 from inference_helpers import trained_like_
-from yyfast.eval_fold import fold_conv_bn
+from yyfast.inference.fold import fold_bn_into_1x1, fold_weight_bn
 from yyfast.model import FusedMBConv, FusedResidual
 from yyfast.reference import ReferenceYYNet
 
@@ -36,13 +36,17 @@ def _x(n=3, device="cpu", channels_last=True):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("with_bn_before", [True, False])
 def test_fold_conv_bn_algebra(bias, with_bn_before):
-    """conv(x, w, b) == bn(conv(bn_before(x))) in float64, for a 1x1 conv with and without a BN before."""
+    """conv(x, w, b) == bn(conv(bn_before(x))) in float64, for a 1x1 conv with and without a BN before
+    (the algebra both the eval folding and optimize_for_inference use)."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(6, 5, 1, bias=bias).double()
     bn, bn_before = torch.nn.BatchNorm2d(5).double().eval(), torch.nn.BatchNorm2d(6).double().eval()
     trained_like_(torch.nn.Sequential(conv, bn, bn_before))
     x = torch.randn(2, 6, 4, 3, dtype=torch.float64)
-    w, b = fold_conv_bn(conv.weight, conv.bias, bn, bn_before if with_bn_before else None)
+    w, b = conv.weight, conv.bias
+    if with_bn_before:
+        w, b = fold_bn_into_1x1(bn_before, w, b)
+    w, b = fold_weight_bn(w, b, bn)
     want = bn(conv(bn_before(x) if with_bn_before else x))
     torch.testing.assert_close(F.conv2d(x, w, b), want, rtol=1e-12, atol=1e-12)
 

@@ -1,7 +1,8 @@
 """Eval-mode BatchNorm folding on the fly, for ``yyfast.YYNet``'s blocks outside the fused span.
 
 In eval mode ``bn(conv(x))`` is one convolution with per-output-channel scaled weights and a bias,
-and ``conv1x1(bn(x))`` one 1x1 convolution (see ``yyfast.inference.fold`` for the algebra). The
+and ``conv1x1(bn(x))`` one 1x1 convolution (``yyfast.inference.fold``, the algebra
+``optimize_for_inference`` uses too). The
 fused model uses that in eval mode so a BatchNorm costs no pass over the activations (on the
 2-core CPU, the eval BatchNorms outside the spans were ~20% of the forward time of yynet_small_64,
 ``bench/results``). The parameters and state_dict are untouched: the folded weights are computed
@@ -14,7 +15,7 @@ blocks also run each folded convolution with its activation or residual add as a
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -22,26 +23,9 @@ from torch import nn
 Tensor = torch.Tensor
 
 
-def bn_scale_shift(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
-    """``(a, c)``, float64 on bn's device, with ``bn(z) == a*z + c`` per channel in eval mode."""
-    a = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    return a, bn.bias.double() - bn.running_mean.double() * a
-
-
-def fold_conv_bn(weight: Tensor, bias: Optional[Tensor], bn: nn.BatchNorm2d,
-                 bn_before: Optional[nn.BatchNorm2d] = None) -> Tuple[Tensor, Tensor]:
-    """``(w, b)`` in weight's dtype such that ``conv(x, w, b) == bn(conv(bn_before(x), weight, bias))``.
-
-    ``bn_before`` is only exact for a 1x1 convolution (no zero padding for its shift to miss).
-    """
-    a, c = bn_scale_shift(bn)
-    w = weight.double() * a.view(-1, 1, 1, 1)
-    b = c if bias is None else c + a * bias.double()
-    if bn_before is not None:
-        a_in, c_in = bn_scale_shift(bn_before)
-        b = b + w[:, :, 0, 0] @ c_in
-        w = w * a_in.view(1, -1, 1, 1)
-    return w.to(weight.dtype), b.to(weight.dtype)
+def in_dtype(dtype: torch.dtype, *tensors: Tensor) -> Tuple[Tensor, ...]:
+    """The float64 folded weights and biases, rounded once to the model's dtype."""
+    return tuple(t.to(dtype) for t in tensors)
 
 
 def bn_tensors(bn: nn.BatchNorm2d) -> Tuple[Tensor, ...]:

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from . import ops
 from .config import BACKENDS, YYNetConfig, get_config, list_models
-from .eval_fold import FoldCache, bn_tensors, fold_conv_bn
+from .eval_fold import FoldCache, bn_tensors, in_dtype
 from .inference import cpu_fusion
+from .inference.fold import fold_conv_bn, fold_expand
 from .inference.modules import activation
 from .reference import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
 
@@ -101,7 +102,7 @@ class FusedResidual(_FoldsInEval, Residual):
         c1, c2 = self.conv1, self.conv2
         w1, b1, w2, b2 = self._fold.get(
             (c1.weight, c1.bias, c2.weight, c2.bias, *bn_tensors(self.bn1), *bn_tensors(self.bn2)),
-            lambda: (*fold_conv_bn(c1.weight, c1.bias, self.bn1), *fold_conv_bn(c2.weight, c2.bias, self.bn2)))
+            lambda: in_dtype(c1.weight.dtype, *fold_conv_bn(c1, self.bn1), *fold_conv_bn(c2, self.bn2)))
         if self._cpu_fused(x):
             act = _act_name(self.act)
             h = cpu_fusion.conv_act(c1, x, act, activation, weight=w1, bias=b1)
@@ -121,8 +122,8 @@ class FusedMBConv(_FoldsInEval, MBConv):
         sources = (self.expand.weight, self.project.weight, *bn_tensors(self.bn_expand), *bn_tensors(self.bn_project),
                    *(bn_tensors(bn_in) if bn_in is not None else ()))
         we, be, wp, bp = self._fold.get(
-            sources, lambda: (*fold_conv_bn(self.expand.weight, None, self.bn_expand, bn_before=bn_in),
-                              *fold_conv_bn(self.project.weight, None, self.bn_project)))
+            sources, lambda: in_dtype(self.expand.weight.dtype, *fold_expand(self),
+                                      *fold_conv_bn(self.project, self.bn_project)))
         if self._cpu_fused(x):
             h = cpu_fusion.conv_act(self.expand, x, _act_name(self.act), activation, weight=we, bias=be)
             return cpu_fusion.conv_add(self.project, self.span(h), self.shortcut(x), weight=wp, bias=bp)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..reference import MBConv, ReferenceYYNet, Residual
 from .cuda_graph import CUDAGraphForward
-from .fold import fold_bn_into_1x1, fold_conv_bn
+from .fold import fold_conv_bn, fold_expand
 from .modules import FoldedMBConv, FoldedResidual, FoldedSpan, InferenceYYNet, _conv
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -35,15 +35,7 @@ def fold_residual(block: Residual, act: str) -> FoldedResidual:
 
 def fold_mbconv(block: MBConv, act: str, gate: str) -> FoldedMBConv:
     # expand(bn_in(x)) -> one 1x1 conv (exact: a 1x1 conv has no padding), then bn_expand on top.
-    w, b = block.expand.weight, block.expand.bias
-    if not block.discard_input_bn:
-        w, b = fold_bn_into_1x1(block.bn_in, w, b)
-    expand_src = nn.Conv2d(w.shape[1], w.shape[0], 1, bias=b is not None, dtype=torch.float64)
-    with torch.no_grad():
-        expand_src.weight.copy_(w.detach().double())
-        if b is not None:
-            expand_src.bias.copy_(b.detach().double())
-    we, be = fold_conv_bn(expand_src, block.bn_expand)
+    we, be = fold_expand(block)
     span = block.span
     wd, bd = fold_conv_bn(span.conv, span.bn)
     fc1 = nn.Linear(span.se.fc1.in_channels, span.se.fc1.out_channels, dtype=torch.float64)
