@@ -176,17 +176,29 @@ def _read_folder(root: str, splits: Sequence[str], subsets: Dict[str, Optional[i
         raise DatasetError(f"--data {root!r}: expected train/<class>/*.jpg under {root}; there is no train/ folder")
     listing = {s: _folder_split(root, names[s]) for s in splits}
     classes = _class_names(listing)
+    def read(s, c, f):
+        path = os.path.join(root, names[s], c, f)
+        with open(path, "rb") as fh:
+            return fh.read(), path
+
+    return Dataset(_decode_splits(listing, classes, splits, subsets, image_size, progress, read), classes, root,
+                   "folder")
+
+
+def _decode_splits(listing: Dict[str, Dict[str, list]], classes: Sequence[str], splits: Sequence[str],
+                   subsets: Dict[str, Optional[int]], image_size: int, progress, read) -> Dict[str, Split]:
+    """Per split, the first ``quotas`` entries of each class (the --subset-* spread evenly), read with
+    ``read(split, class, entry) -> (encoded bytes, description)`` and decoded."""
     out = {}
     for s in splits:
         counts = [len(listing[s].get(c, [])) for c in classes]
         items = []
         for k, (c, q) in enumerate(zip(classes, quotas(counts, subsets.get(s)))):
-            for f in listing[s].get(c, [])[:q]:
-                path = os.path.join(root, names[s], c, f)
-                with open(path, "rb") as fh:
-                    items.append((fh.read(), k, path))
+            for entry in listing[s].get(c, [])[:q]:
+                data, desc = read(s, c, entry)
+                items.append((data, k, desc))
         out[s] = _decode_all(items, image_size, f"decoding {s}", progress)
-    return Dataset(out, classes, root, "folder")
+    return out
 
 
 def _class_names(listing: Dict[str, Dict[str, list]]) -> List[str]:
@@ -265,14 +277,8 @@ def _read_tar(path: str, splits: Sequence[str], subsets: Dict[str, Optional[int]
                                f"found no such image files")
     listing = {s: {c: sorted(kept[s][c], key=lambda e: e[0].name) for c in kept[s]} for s in splits}
     classes = _class_names(listing)
-    out = {}
-    for s in splits:
-        counts = [len(listing[s].get(c, [])) for c in classes]
-        items = []
-        for k, (c, q) in enumerate(zip(classes, quotas(counts, subsets.get(s)))):
-            items += [(data, k, f"{name} in {path}") for _, name, data in listing[s].get(c, [])[:q]]
-        out[s] = _decode_all(items, image_size, f"decoding {s}", progress)
-    return Dataset(out, classes, path, "tar")
+    return Dataset(_decode_splits(listing, classes, splits, subsets, image_size, progress,
+                                  lambda s, c, entry: (entry[2], f"{entry[1]} in {path}")), classes, path, "tar")
 
 
 class _Desc:
