@@ -329,6 +329,20 @@ def dw_bwd_gz_kernel(x_ptr, w_ptr, gy_ptr, scale_ptr, shift_ptr, mean_ptr, rstd_
 
 
 @triton.jit
+def _transposed_tap(num, limit, STRIDE: tl.constexpr):
+    """For the transposed depthwise conv along one axis: the output index ``num / STRIDE`` that an
+    input position reaches through one tap (``num`` = position + 1 - tap), and whether it exists
+    (the division is exact and the index lies in [0, limit))."""
+    if STRIDE == 1:
+        idx = num
+        ok = (num >= 0) & (num < limit)
+    else:
+        idx = num // 2
+        ok = (num >= 0) & ((num % 2) == 0) & (idx < limit)
+    return idx, ok
+
+
+@triton.jit
 def dw_bwd_gx_kernel(gz_ptr, w_ptr, gx_ptr, C, H, W, Ho, Wo, HW, T,
                      szn, szc, szh, szw, sxn, sxc, sxh, sxw, STRIDE: tl.constexpr,
                      BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -343,21 +357,11 @@ def dw_bwd_gx_kernel(gz_ptr, w_ptr, gx_ptr, C, H, W, Ho, Wo, HW, T,
     acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
     base = gz_ptr + n * szn + (offs_c.to(tl.int64) * szc)[None, :]
     for kh in tl.static_range(3):
-        oh_num = i + (1 - kh)
-        if STRIDE == 1:
-            oh = oh_num
-            hmask = mask & (oh_num >= 0) & (oh < Ho)
-        else:
-            oh = oh_num // 2
-            hmask = mask & (oh_num >= 0) & ((oh_num % 2) == 0) & (oh < Ho)
+        oh, oh_ok = _transposed_tap(i + (1 - kh), Ho, STRIDE)
+        hmask = mask & oh_ok
         for kw in tl.static_range(3):
-            ow_num = j + (1 - kw)
-            if STRIDE == 1:
-                ow = ow_num
-                m = hmask & (ow_num >= 0) & (ow < Wo)
-            else:
-                ow = ow_num // 2
-                m = hmask & (ow_num >= 0) & ((ow_num % 2) == 0) & (ow < Wo)
+            ow, ow_ok = _transposed_tap(j + (1 - kw), Wo, STRIDE)
+            m = hmask & ow_ok
             g = tl.load(base + oh.to(tl.int64) * szh + ow.to(tl.int64) * szw, mask=m, other=0.0)
             wv = tl.load(w_ptr + offs_c * 9 + (kh * 3 + kw), mask=cmask, other=0.0)
             acc += g.to(tl.float32) * wv.to(tl.float32)[None, :]
