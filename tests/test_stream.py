@@ -136,3 +136,18 @@ def test_archive_is_refused_with_one_line(tmp_path):
     (tmp_path / "x.tar.gz").write_bytes(b"")
     with pytest.raises(DatasetError, match="needs an image-folder tree"):
         StreamData(str(tmp_path / "x.tar.gz"), preprocessing("yynet_small_16"), World())
+
+
+def test_auto_mode_streams_only_large_sets(tmp_path):
+    from yyfast.train.stream import choose_data_mode, count_images
+
+    root = make_jpeg_tree(tmp_path / "tree")
+    assert count_images(str(root)) == 15
+    assert choose_data_mode("auto", str(root), 32) == "cache"
+    assert choose_data_mode("auto", str(root), 32, threshold=15 * 3 * 32 * 32 - 1) == "stream"
+    assert choose_data_mode("auto", str(root), 32, subset=2, threshold=15 * 3 * 32 * 32 - 1) == "cache"
+    assert choose_data_mode("stream", str(root), 32) == "stream"
+    assert choose_data_mode("auto", str(tmp_path / "x.tar.gz"), 32) == "cache"
+    from yyfast.train.data import DatasetError
+    with pytest.raises(DatasetError, match="--data-mode 'fast' is not valid"):
+        choose_data_mode("fast", str(root), 32)
