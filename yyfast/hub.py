@@ -165,9 +165,9 @@ def load_weights(model: torch.nn.Module, weights_file: Path) -> None:
     if unexpected:
         raise ValueError(f"{weights_file}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected in all) "
                          f"for {model.config.name}")
-    for k, v in state.items():
-        if v.shape != target[k].shape:
-            raise ValueError(f"{weights_file}: key {k!r} has shape {tuple(v.shape)}, the configuration in "
+    for k in target:  # in the model's order: the first wrong key is the earliest layer
+        if state[k].shape != target[k].shape:
+            raise ValueError(f"{weights_file}: key {k!r} has shape {tuple(state[k].shape)}, the configuration in "
                              f"config.json expects {tuple(target[k].shape)}")
     model.load_state_dict(state)
 
