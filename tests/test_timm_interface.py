@@ -106,3 +106,17 @@ def test_features_only_model():
     assert len(feats.model.single_path) < len(full.single_path)
     with pytest.raises(ValueError, match="features_only"):
         yyfast.create_model(TINY, backend="reference", out_indices=(0,))
+
+
+@pytest.mark.parametrize("num_classes", [5, 0])
+def test_inference_model_has_the_read_only_interface(num_classes):
+    model = yyfast.YYNet(TINY.replace(num_classes=num_classes), backend="reference").eval()
+    fast = yyfast.optimize_for_inference(model)
+    x = torch.randn(2, 3, 32, 32)
+    feats = fast.forward_features(x)
+    assert feats.shape[1] == fast.num_features == model.num_features
+    assert torch.equal(fast.forward_head(feats), fast(x))
+    assert fast.forward_head(feats, pre_logits=True).shape == (2, fast.head_hidden_size)
+    assert torch.allclose(fast(x), model(x), rtol=1e-4, atol=1e-5)
+    assert fast.num_classes == num_classes and fast.pretrained_cfg == model.pretrained_cfg
+    assert fast.feature_info == model.feature_info and fast.get_classifier() is fast.classifier
