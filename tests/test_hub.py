@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import yyfast
-from yyfast.config import YYNetConfig, list_models
+from yyfast.config import YYNetConfig
 from yyfast.reference import ReferenceYYNet
 
 pytest.importorskip("safetensors", reason="safetensors is not installed (pip install 'yyfast[hub]'; CI installs it)")

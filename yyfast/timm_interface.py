@@ -120,12 +120,13 @@ class TimmInfo:
     def feature_info(self) -> List[Dict[str, Any]]:
         return feature_info_of(self.config)
 
-    # timm's builder assigns pretrained_cfg/default_cfg on the models it creates; until then (or for a
-    # model made with yyfast.YYNet directly) they are derived from the config.
+    # timm's builder assigns pretrained_cfg/default_cfg on the models it creates (and timm code may
+    # edit that dict in place, so it is returned as it is); until then (or for a model made with
+    # yyfast.YYNet directly) they are derived from the config.
     @property
     def pretrained_cfg(self) -> Dict[str, Any]:
         cfg = self.__dict__.get("_pretrained_cfg")
-        return dict(cfg) if cfg is not None else default_cfg(self.config)
+        return cfg if cfg is not None else default_cfg(self.config)
 
     @pretrained_cfg.setter
     def pretrained_cfg(self, value: Dict[str, Any]) -> None:

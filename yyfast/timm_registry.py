@@ -8,6 +8,7 @@ presets are registered now; otherwise a one-shot import hook registers them righ
 from __future__ import annotations
 
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import warnings
@@ -29,9 +30,13 @@ class _AfterTimmImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "timm":
             return None
-        sys.meta_path.remove(self)  # one shot; also keeps find_spec below from finding this finder
+        if self in sys.meta_path:  # one shot; also keeps find_spec below from finding this finder
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec("timm")
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        # A file loader serves this one module, so wrapping its exec_module touches nothing else. (Other
+        # loaders, e.g. zipimport's, are shared: there, call yyfast.timm_registry.register() by hand.)
+        if spec is None or not isinstance(spec.loader, (importlib.machinery.SourceFileLoader,
+                                                        importlib.machinery.SourcelessFileLoader)):
             return spec
         exec_module = spec.loader.exec_module
 
@@ -39,7 +44,7 @@ class _AfterTimmImport(importlib.abc.MetaPathFinder):
             exec_module(module)
             register()
 
-        spec.loader.exec_module = exec_then_register  # this loader object serves this one spec
+        spec.loader.exec_module = exec_then_register
         return spec
 
 
