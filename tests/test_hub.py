@@ -154,3 +154,9 @@ def test_torch_hub_local(saved16):
     assert fresh.config.name == "yynet_imagenet" and fresh.num_classes == 10
     with pytest.raises(ValueError, match="publishes no weights"):
         torch.hub.load(str(REPO), "yynet_small_16", source="local", pretrained=True)
+
+
+def test_missing_extra_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "safetensors", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"yyfast\[hub\]"):
+        yyfast.create_model("yynet_small_16").save_pretrained(tmp_path)

@@ -120,3 +120,15 @@ def test_inference_model_has_the_read_only_interface(num_classes):
     assert torch.allclose(fast(x), model(x), rtol=1e-4, atol=1e-5)
     assert fast.num_classes == num_classes and fast.pretrained_cfg == model.pretrained_cfg
     assert fast.feature_info == model.feature_info and fast.get_classifier() is fast.classifier
+
+
+def test_a_failing_timm_registration_warns_instead_of_raising(monkeypatch):
+    """A timm whose registry API moved must not break `import timm` (the hook runs inside it)."""
+    import sys
+
+    from yyfast import timm_registry
+
+    monkeypatch.setitem(sys.modules, "yyfast.timm_models", None)  # the import of the entry points fails
+    monkeypatch.delattr(yyfast, "timm_models", raising=False)  # (set on the package once timm was imported)
+    with pytest.warns(UserWarning, match="could not register its models with timm"):
+        timm_registry.register()
