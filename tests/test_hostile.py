@@ -97,31 +97,33 @@ def test_checkpoint_from_before_plain_types_still_loads_safely(tmp_path):
     assert isinstance(rng_state()["numpy"]["keys"], torch.Tensor)
 
 
-def _malicious_checkpoint(run, tmp_path):
-    """The run's real checkpoint with one extra entry that would create ``marker`` when unpickled."""
+def _checkpoint(config_name="yynet_small_16"):
+    """A checkpoint as evaluate/predict read it: yynet_small_16 weights, ``config_name``'s config."""
+    import yyfast
+
+    model = yyfast.create_model("yynet_small_16", backend="reference", num_classes=len(CLASSES))
+    config = yyfast.get_config(config_name, num_classes=len(CLASSES))
+    return {"model": model.state_dict(), "config": config.to_dict(), "classes": list(CLASSES), "image_size": 16}
+
+
+def test_malicious_checkpoint_runs_no_code_in_predict_evaluate_convert(data, tmp_path):
     marker = tmp_path / "marker"
-    ckpt = torch.load(run / "last.pt", weights_only=True)
-    ckpt["extra"] = WritesMarker(marker)
-    return ckpt, marker
-
-
-def test_malicious_checkpoint_runs_no_code_in_predict_evaluate_convert(stopped_run, data, tmp_path):
-    ckpt, marker = _malicious_checkpoint(stopped_run, tmp_path)
     evil = tmp_path / "evil.pt"
-    torch.save(ckpt, evil)
+    torch.save({**_checkpoint(), "extra": WritesMarker(marker)}, evil)
     image = data / "test" / "cat" / "00.png"
     for proc in (cli("predict", evil, image), cli("evaluate", evil, "--data", data, "--no-cache"),
                  cli("convert", evil, tmp_path / "out.pt")):
-        assert_clear_error(proc, "evil.pt")
         assert not marker.exists(), "code from the checkpoint ran"
+        assert_clear_error(proc, "evil.pt", "refers to io.open")
 
 
 def test_malicious_checkpoint_runs_no_code_on_resume(stopped_run, tmp_path):
     run = copy_run(stopped_run, tmp_path)
-    ckpt, marker = _malicious_checkpoint(stopped_run, tmp_path)
-    torch.save(ckpt, run / "last.pt")
-    assert_clear_error(cli("train", "--out", run, "--resume"), "last.pt")
+    marker = tmp_path / "marker"
+    torch.save({"extra": WritesMarker(marker)}, run / "last.pt")
+    proc = cli("train", "--out", run, "--resume")
     assert not marker.exists(), "code from the checkpoint ran"
+    assert_clear_error(proc, "last.pt", "refers to io.open")
 
 
 def test_malicious_cifar_batch_runs_no_code(tmp_path):
@@ -192,13 +194,9 @@ def test_convert_refuses_files_that_are_not_authors_checkpoints(stopped_run, tmp
     assert not out.exists()
 
 
-def test_evaluate_on_a_checkpoint_whose_weights_are_another_presets(stopped_run, data, tmp_path):
-    import yyfast
-
-    ckpt = torch.load(stopped_run / "last.pt", weights_only=True)
-    ckpt["config"] = yyfast.get_config("yynet_small_32", num_classes=len(CLASSES)).to_dict()
+def test_evaluate_on_a_checkpoint_whose_weights_are_another_presets(data, tmp_path):
     other = tmp_path / "other.pt"
-    torch.save(ckpt, other)
+    torch.save(_checkpoint(config_name="yynet_small_32"), other)
     assert_clear_error(cli("evaluate", other, "--data", data, "--no-cache"), "do not fit", "yynet_small_32")
 
 

@@ -269,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = predict(loaded, files, args.batch_size, args.topk, resolve_device(args.device), args.skip_bad,
                          progress=False if args.no_progress else None)
     except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"python -m yyfast.predict: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"checkpoint": args.checkpoint, "weights": loaded.source, **result}, indent=2))
