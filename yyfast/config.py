@@ -145,11 +145,12 @@ PRESETS: Dict[str, YYNetConfig] = {
     "yynet_small_32": _small(32),
     "yynet_small_64": _small(64),
     # Authors' ImageNet script: GELU, hardsigmoid SE gate, red Yin input, gate_sub fusion,
-    # 2 channels added per MBConv, 4 single-path stages from 64 channels, no extra SP stride.
+    # 2 channels added per MBConv, 4 single-path stages from 64 channels, no extra SP stride, and
+    # the MBConv input BN computed but its output discarded (the script that produced 66.49%).
     "yynet_imagenet": YYNetConfig(
         name="yynet_imagenet", yy_width=16, channel_step=2, sp_width=64, sp_stage_step=2, sp_stages=4,
         extra_sp_stride=False, head_width=500, num_classes=1000, act="gelu", se_gate="hardsigmoid",
-        yin_input="red", fusion="gate_sub"),
+        yin_input="red", fusion="gate_sub", discard_mbconv_input_bn=True),
 }
 
 #: Exact parameter counts (the acceptance oracle from the spec).

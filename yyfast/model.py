@@ -15,6 +15,7 @@ from .inference import cpu_fusion
 from .inference.fold import fold_conv_bn, fold_expand
 from .inference.modules import activation
 from .reference import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
+from .sync_bn import SyncBatchNorm2d
 
 
 def check_backend(backend: str) -> str:
@@ -43,6 +44,10 @@ class FusedDWBNActSE(DWBNActSE):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "reference":
+            return super().forward(x)
+        if self.training and isinstance(self.bn, SyncBatchNorm2d):
+            # Synchronised statistics need an all-reduce between the statistics and their use, which
+            # the one-call fused kernels have no place for: the composed span runs (yyfast.sync_bn).
             return super().forward(x)
         if self.training and self.drop.p > 0:
             if not FusedDWBNActSE._warned_dropout:
