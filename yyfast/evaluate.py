@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--backend", default="auto", choices=("reference", "triton", "cuda", "auto"))
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
-    p.add_argument("--image-size", type=positive_int, default=None, help="default: the size the checkpoint was trained at")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="default: the size the checkpoint was trained at")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--no-progress", action="store_true")

@@ -149,7 +149,8 @@ def load_model(path: str, model_name: Optional[str] = None, overrides: Optional[
         classes = list(CIFAR10_CLASSES)
     else:
         classes = [str(k) for k in range(config.num_classes)]
-    size = image_size if image_size is not None else meta.get("image_size") or INPUT_SIZES.get(config.name, (3, 32, 32))[1]
+    size = image_size if image_size is not None else (meta.get("image_size")
+                                                      or INPUT_SIZES.get(config.name, (3, 32, 32))[1])
     norm = meta.get("normalize") if isinstance(meta.get("normalize"), Mapping) else {}
     mean = tuple(float(v) for v in norm.get("mean", CIFAR10_MEAN))
     std = tuple(float(v) for v in norm.get("std", CIFAR10_STD))

@@ -70,7 +70,8 @@ def load_dataset(path: str, splits: Iterable[str] = ("train", "test"), subsets: 
     """``read_dataset`` through the cache: decode on a miss (with progress), load on a hit.
 
     The result's ``fingerprint`` is the source's content fingerprint (also with ``use_cache=False``),
-    which the trainer stores in its checkpoint and ``--resume`` compares. An unreadable cache file (truncated, another format) is decoded again and replaced; a cache
+    which the trainer stores in its checkpoint and ``--resume`` compares. An unreadable cache file
+    (truncated, another format) is decoded again and replaced; a cache
     folder that cannot be written only costs the caching, with a note through ``log``.
     """
     splits = tuple(splits)
