@@ -176,19 +176,44 @@ def convert_original_checkpoint(state_dict: Mapping) -> "OrderedDict[str, torch.
     return out
 
 
+def _read_authors_file(path: str) -> Mapping:
+    """The state_dict in ``path`` (``weights_only``: nothing in the file can run); ``ValueError`` says why not."""
+    from .train.checkpoint import load_checkpoint
+
+    try:
+        source = load_checkpoint(path, what="checkpoint (expected an authors' state_dict saved with torch.save)")
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from exc
+    if isinstance(source.get("format"), str) and source["format"].startswith("yyfast-train"):
+        raise ValueError(f"{path!r} is a python -m yyfast.train checkpoint, already in yyfast's layout: nothing to "
+                         "convert; load it with python -m yyfast.predict / yyfast.evaluate, or take its 'model' entry")
+    return source
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yyfast.convert", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m yyfast.convert", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("input", help="the authors' checkpoint (a state_dict saved with torch.save)")
     parser.add_argument("output", help="where to write the yyfast state_dict")
     args = parser.parse_args(argv)
     try:
-        source = torch.load(args.input, map_location="cpu", weights_only=True)
+        source = _read_authors_file(args.input)
+    except ValueError as exc:
+        print(f"python -m yyfast.convert: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         converted = convert_original_checkpoint(source)
         preset, overrides = original_model(source)
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"error: {args.input}: {exc}", file=sys.stderr)
+    except (ValueError, RuntimeError) as exc:
+        print(f"python -m yyfast.convert: error: {args.input}: {exc}", file=sys.stderr)
         return 2
-    torch.save(converted, args.output)
+    from .train.checkpoint import atomic_write
+
+    try:
+        atomic_write(args.output, lambda fh: torch.save(converted, fh))
+    except OSError as exc:
+        print(f"python -m yyfast.convert: error: cannot write {args.output!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     options = "".join(f", {k}={v!r}" for k, v in overrides.items())
     print(f"wrote {args.output} ({detect_layout(source).name} layout): {len(converted)} tensors; load it into "
           f'yyfast.create_model("{preset}"{options})')
