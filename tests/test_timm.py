@@ -56,14 +56,14 @@ def test_resolve_data_config_is_the_preset_preprocessing(name):
 
 def test_eval_transform_matches_the_trainers_decoding():
     """timm's eval transform of a non-square photo gives the tensor the trainer's decoder and
-    normaliser give (shorter side resized bilinear, centre crop, CIFAR-10 mean/std)."""
+    normaliser give (the paper recipe's bilinear stretch to S x S, CIFAR-10 mean/std)."""
     import io
 
     from yyfast.train.augment import BatchAugment
     from yyfast.train.data import decode_image
 
     rng = np.random.default_rng(0)
-    img = Image.fromarray(rng.integers(0, 256, (40, 80, 3), dtype=np.uint8))  # 80x40: resizes to exactly 64x32
+    img = Image.fromarray(rng.integers(0, 256, (40, 80, 3), dtype=np.uint8))  # 80x40: a stretch, not a crop
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     trainer = BatchAugment(crop=32).eval(torch.from_numpy(decode_image(buf.getvalue(), 32, "test.png"))[None])[0]

@@ -175,10 +175,10 @@ PARAMETER_COUNTS = {"yynet_small_16": 52_882, "yynet_small_32": 191_330,
 INPUT_SIZES = {"yynet_small_16": (3, 32, 32), "yynet_small_32": (3, 32, 32),
                "yynet_small_64": (3, 32, 32), "yynet_imagenet": (3, 224, 224)}
 
-#: The normalisation every preset is trained and evaluated with (``python -m yyfast.train``,
-#: ``yyfast.predict``): the CIFAR-10 statistics, for ``yynet_imagenet`` too (YYNET.md: "Resize 224,
-#: same crop/flip/normalize"). Images that are not square at that size are resized, shorter side
-#: first (bilinear), and centre-cropped: timm's ``crop_pct=1.0``, ``interpolation="bilinear"``.
+#: The normalisation every preset is trained and evaluated with under the paper recipe
+#: (``yyfast.preprocess``): the CIFAR-10 statistics, for ``yynet_imagenet`` too (the authors' ImageNet
+#: script normalises with them). Images that are not S x S are stretched to it (bilinear), as the
+#: script's ``Resize((224, 224))``: timm's ``crop_mode="squash"``, ``crop_pct=1.0``.
 NORMALIZE_MEAN = (0.4914, 0.4822, 0.4465)
 NORMALIZE_STD = (0.2023, 0.1994, 0.2010)
 

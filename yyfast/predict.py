@@ -9,7 +9,8 @@ The checkpoint may be
   ``--act silu --fusion mul``) says which network it is;
 * the authors' CIFAR state_dict (``yingyang.*`` keys): converted on the fly.
 
-Images are read as RGB, resized to the model's input size (32 for the CIFAR presets, 224 for
+Images are read as RGB, resized (``yyfast.preprocess``: the training run's evaluation geometry, a
+stretch under the paper recipe) to the model's input size (32 for the CIFAR presets, 224 for
 ImageNet; ``--image-size`` overrides), normalised with the CIFAR-10 mean/std (or the
 checkpoint's), and classified in batches by the BatchNorm-folded inference model.
 """
@@ -31,8 +32,8 @@ from .train.checkpoint import load_checkpoint
 from .train.cli import positive_int
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+from .config import NORMALIZE_MEAN as CIFAR10_MEAN  # noqa: E402
+from .config import NORMALIZE_STD as CIFAR10_STD  # noqa: E402
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 MODEL_OPTIONS = ("act", "se_gate", "yin_input", "fusion", "num_classes", "discard_mbconv_input_bn")
 
@@ -173,20 +174,20 @@ def find_images(paths: Sequence[str]) -> List[str]:
     return found
 
 
-def load_image(path: str, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """The image as a normalised (3, size, size) float32 tensor; ``BadImageError`` names the file."""
+def load_image(path: str, size: int, mean: Sequence[float], std: Sequence[float], resize: str = "stretch",
+               crop_pct: float = 1.0) -> torch.Tensor:
+    """The image as a normalised (3, size, size) float32 tensor, through ``yyfast.preprocess.eval_tensor``
+    (the evaluation geometry training and ``evaluate`` use); ``BadImageError`` names the file."""
     from PIL import Image
 
+    from .preprocess import Preprocessing, eval_tensor
+
+    prep = Preprocessing("checkpoint", size, tuple(mean), tuple(std), resize, crop_pct)
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            return eval_tensor(img, prep)
     except Exception as exc:
         raise BadImageError(f"cannot read image {path!r}: {type(exc).__name__}: {exc}") from exc
-    x = data.view(size, size, 3).permute(2, 0, 1).float().div_(255.0)
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 # -- prediction -------------------------------------------------------------------------------------

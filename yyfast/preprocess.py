@@ -22,9 +22,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-#: The authors' normalisation, used by both of their scripts (CIFAR and ImageNet).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+from .config import NORMALIZE_MEAN as CIFAR10_MEAN  # the authors' normalisation, in both of their scripts
+from .config import NORMALIZE_STD as CIFAR10_STD
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RECIPES = ("paper", "imagenet")
@@ -53,7 +52,7 @@ def preprocessing(model_name: str, recipe: str = "paper", image_size: Optional[i
 
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r} is not valid; allowed values: {', '.join(map(repr, RECIPES))}")
-    size = int(image_size) if image_size is not None else INPUT_SIZES.get(model_name, (3, 32, 32))[1]
+    size = int(image_size) if image_size is not None else INPUT_SIZES.get(model_name, (3, 32, 32))[-1]
     if isinstance(image_size, bool) or size < 1:
         raise ValueError(f"image_size={image_size!r} is not valid; it must be a positive integer")
     if recipe == "imagenet":

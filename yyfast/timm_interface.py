@@ -53,7 +53,7 @@ def default_cfg(config: YYNetConfig) -> Dict[str, Any]:
         "mean": NORMALIZE_MEAN,
         "std": NORMALIZE_STD,
         "crop_pct": 1.0,
-        "crop_mode": "center",
+        "crop_mode": "squash",  # the paper recipe stretches to S x S (yyfast.preprocess), no crop
         "interpolation": "bilinear",
         "num_classes": config.num_classes,
         "first_conv": FIRST_CONV,

@@ -23,7 +23,7 @@ from .data import Dataset, Split, read_dataset
 from .fingerprint import fingerprint
 
 #: Bump when the decoded content for the same key would change (resize rule, subset rule, ...).
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: non-square images are stretched (yyfast.preprocess), no longer centre-cropped
 #: A temporary cache file untouched this long belongs to a killed writer (writing one takes seconds).
 STALE_TEMP_S = 3600.0
 

@@ -20,7 +20,10 @@ from .recipe import EMA_AVG_WEIGHT, EMA_START_FRACTION, GRAD_CLIP_NORM, WEIGHT_D
 #: Options a resumed run must keep: they define the schedule, the data or the model.
 MUST_MATCH_ON_RESUME = ("model", "epochs", "batch_size", "lr", "seed", "subset_train", "subset_test", "image_size",
                         "wd_factor", "clip", "ema_start", "ema_avg_weight", "amp") + \
-                       ("act", "fusion", "se_gate", "yin_input", "head_dropout", "mbconv_dropout")
+                       ("act", "fusion", "se_gate", "yin_input", "head_dropout", "mbconv_dropout") + \
+                       ("data_mode", "recipe")
+#: Values of options added after checkpoints were first written, for checkpoints that lack them.
+SAVED_BEFORE_OPTION = {"data_mode": "cache", "recipe": "paper"}
 
 
 #: Options that belong to one invocation, never taken from the checkpoint.
@@ -53,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache-dir", default=None,
                    help="where the decoded uint8 data is cached (default: $YYFAST_CACHE_DIR or ~/.cache/yyfast)")
     g.add_argument("--no-cache", action="store_true", help="decode the data every run, write no cache")
+    g.add_argument("--data-mode", default="auto", choices=("auto", "cache", "stream"),
+                   help="cache: decode once into memory, augment on the device (CIFAR); stream: DataLoader workers "
+                        "read the image files each epoch (ImageNet; an image-folder tree); auto: stream when the "
+                        "decoded training split would exceed 4 GiB")
+    g.add_argument("--recipe", default="paper", choices=("paper", "imagenet"),
+                   help="preprocessing: the authors' (stretch-resize, reflect-padded random crop, flip, brightness "
+                        "0.01, CIFAR-10 mean/std) or the standard ImageNet one (RandomResizedCrop, flip, ImageNet "
+                        "mean/std; resize + centre crop for eval; needs --data-mode stream)")
+    g.add_argument("--workers", type=nonnegative_int, default=min(8, os.cpu_count() or 1),
+                   help="DataLoader worker processes per training process (--data-mode stream)")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="yynet_small_64", choices=list_models())
@@ -92,9 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     g.add_argument("--compile", action="store_true", help="wrap the model with torch.compile")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on GPUs)")
-    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the global batch of all processes (torchrun), the fused spans' "
+                        "included, on GPUs and CPUs (yyfast.sync_bn)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -136,6 +161,8 @@ def parse(argv: Optional[List[str]] = None):
         except (ValueError, FileNotFoundError) as exc:
             parser.error(f"--resume: {exc}")
         saved = checkpoint.get("args")
+        if isinstance(saved, dict):
+            saved = {**SAVED_BEFORE_OPTION, **saved}
         if not isinstance(saved, dict) or any(k not in saved for k in MUST_MATCH_ON_RESUME):
             parser.error(f"--resume: {ckpt_path} was not written by python -m yyfast.train (no saved options)")
         explicit = fill_defaults(parser.parse_args(argv))

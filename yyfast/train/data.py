@@ -14,8 +14,8 @@ A subset (``subset=N``) is the first N images of a split, balanced over the clas
 "first" images of a class are those with the smallest file names (the order of the batches for
 the CIFAR python format), so a folder tree and its tarball give the same subset.
 
-Images whose size is not ``image_size`` x ``image_size`` are resized (shorter side to
-``image_size``, bilinear) and centre-cropped: simple, and enough for an ImageNet-like folder.
+Images whose size is not ``image_size`` x ``image_size`` are resized to it (bilinear, a stretch:
+the paper recipe's evaluation geometry, ``yyfast.preprocess``, as the authors' ImageNet script).
 """
 from __future__ import annotations
 
@@ -118,16 +118,11 @@ def decode_image(data: bytes, image_size: int, what: str) -> np.ndarray:
 
 
 def _to_square(img, size: int) -> np.ndarray:
-    from PIL import Image
+    """The evaluation geometry of the paper recipe (``yyfast.preprocess``: a stretch to S x S, as the
+    authors' ``Resize((224, 224))``), the one ``predict`` and ``evaluate`` use too."""
+    from ..preprocess import eval_array, preprocessing
 
-    w, h = img.size
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    return eval_array(img, preprocessing("", "paper", image_size=size))
 
 
 def _decode_all(items: Sequence[Tuple[bytes, int, str]], image_size: int, desc: str, progress) -> Split:

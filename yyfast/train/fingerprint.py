@@ -44,21 +44,30 @@ def _files(path: str, layout: str) -> Iterator[Tuple[str, str]]:
                     yield f"{split}/{cls}/{name}", os.path.join(class_dir, name)
 
 
-def fingerprint(path: str) -> Dict[str, object]:
-    """``{"format", "layout", "files", "bytes", "sha256"}`` of the dataset at ``path``."""
+def fingerprint(path: str, content: bool = True) -> Dict[str, object]:
+    """``{"format", "layout", "files", "bytes", "sha256", "content"}`` of the dataset at ``path``.
+
+    ``content=False`` hashes names and sizes only: what the streaming path (``--data-mode stream``)
+    uses, since reading ImageNet's ~150 GB at every start is not an option; it still notices added,
+    removed, renamed and resized files."""
     path = os.path.abspath(os.path.expanduser(path))
     layout = detect_layout(path)
     total = hashlib.sha256()
     files = size = 0
     for rel, file in _files(path, layout):
         digest = hashlib.sha256()
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(_CHUNK), b""):
-                digest.update(chunk)
-                size += len(chunk)
-        total.update(f"{rel}\0{os.path.getsize(file)}\0{digest.hexdigest()}\n".encode("utf-8", "surrogateescape"))
+        nbytes = os.path.getsize(file)
+        if content:
+            with open(file, "rb") as fh:
+                for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                    digest.update(chunk)
+        size += nbytes
+        total.update(f"{rel}\0{nbytes}\0{digest.hexdigest()}\n".encode("utf-8", "surrogateescape"))
         files += 1
-    return {"format": FINGERPRINT_FORMAT, "layout": layout, "files": files, "bytes": size, "sha256": total.hexdigest()}
+    fp = {"format": FINGERPRINT_FORMAT, "layout": layout, "files": files, "bytes": size, "sha256": total.hexdigest()}
+    if not content:
+        fp["content"] = False  # (absent: content hashed, as every fingerprint before this option)
+    return fp
 
 
 def describe(fp: Dict[str, object]) -> str:
