@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -58,7 +59,8 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
     from .train.augment import BatchAugment
     from .train.cache import load_dataset
     from .train.checkpoint import load_checkpoint
-    from .train.engine import evaluate
+    from .train.distributed import World
+    from .train.engine import evaluate_batches
     from .train.loop import check_backend
     from .availability import resolve_device
     from .train.recipe import choose_precision
@@ -75,21 +77,47 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
     dev = resolve_device(device)
     check_backend(backend, dev)
     size = int(image_size if image_size is not None else ckpt.get("image_size") or 32)
-    dataset = load_dataset(data, ("test",), {"test": subset_test}, size, cache_dir=cache_dir, use_cache=use_cache,
-                           progress=progress, log=log or (lambda *a, **k: None))
-    split = dataset.splits["test"]
-    labels = _map_labels(split.labels, dataset.classes, list(ckpt["classes"]))
-    images_t = torch.from_numpy(split.images).to(dev)
-    labels_t = torch.from_numpy(labels).to(dev)
-    norm = ckpt.get("normalize") or {}
-    augment = BatchAugment(crop=size, **{k: tuple(v) for k, v in norm.items() if k in ("mean", "std")})
+    norm = {k: tuple(v) for k, v in (ckpt.get("normalize") or {}).items() if k in ("mean", "std")}
+    pre = ckpt.get("preprocess") or {}
+    if pre.get("resize", "stretch") == "stretch":  # the decoded cache holds exactly this geometry
+        dataset = load_dataset(data, ("test",), {"test": subset_test}, size, cache_dir=cache_dir,
+                               use_cache=use_cache, progress=progress, log=log or (lambda *a, **k: None))
+        split = dataset.splits["test"]
+        labels_t = torch.from_numpy(_map_labels(split.labels, dataset.classes, list(ckpt["classes"]))).to(dev)
+        images_t = torch.from_numpy(split.images).to(dev)
+        augment = BatchAugment(crop=size, **norm)
+        num_images = int(labels_t.numel())
+
+        def batches():
+            chunks = [torch.arange(b, min(b + batch_size, num_images), device=dev)
+                      for b in range(0, num_images, batch_size)]
+            return ((augment.eval(images_t[c]), labels_t[c]) for c in chunks), len(chunks)
+    else:  # e.g. --recipe imagenet: resize + centre crop per image, streamed as in training
+        from .preprocess import Preprocessing
+        from .train.distributed import World
+        from .train.engine import loader_batches
+        from .train.stream import StreamData
+
+        if subset_test is not None:
+            raise ValueError("subset_test selects from the decoded cache; this checkpoint's preprocessing streams "
+                             "the images: point data at a smaller tree instead")
+        prep = Preprocessing(pre.get("recipe", "imagenet"), size, norm["mean"], norm["std"], pre["resize"],
+                             float(pre.get("crop_pct", 1.0)))
+        stream = StreamData(data, prep, World(), workers=min(8, os.cpu_count() or 1))
+        lookup = torch.from_numpy(_map_labels(np.arange(len(stream.classes)), stream.classes,
+                                              list(ckpt["classes"]))).to(dev)
+        num_images = len(stream.eval_set)
+
+        def batches():
+            loader = stream.eval_loader(batch_size)
+            return ((x, lookup[y]) for x, y in loader_batches(loader, dev)), len(loader)
     precision = choose_precision(amp, dev)
     try:
         config = YYNetConfig(**ckpt["config"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint {path!r} has an invalid model config: {exc}") from exc
     results: Dict[str, Any] = {"checkpoint": path, "epoch": ckpt.get("epoch"), "model": config.name,
-                               "data": data, "num_images": int(labels_t.numel()), "device": str(dev),
+                               "data": data, "num_images": num_images, "device": str(dev),
                                "precision": precision.name}
     models = {"raw": ckpt["model"]}
     ema = ckpt.get("ema")
@@ -106,8 +134,8 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
             first = str(exc).strip().splitlines()
             raise ValueError(f"checkpoint {path!r}: its {name} weights do not fit its config ({config.name}): "
                              f"{' '.join(first[1:2] or first[:1]).strip()[:300]}") from exc
-        loss, acc = evaluate(model, images_t, labels_t, augment, precision, batch_size, progress=progress,
-                             desc=f"eval {name}")
+        loss, acc = evaluate_batches(model, *batches(), precision, World(), dev, progress=progress,
+                                     desc=f"eval {name}")
         results[name] = {"loss": loss, "acc": acc}
     return results
 
