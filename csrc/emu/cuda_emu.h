@@ -160,7 +160,7 @@ class Block {
     if (live_ != nthreads_)
       fail_locked("__syncthreads reached after " + std::to_string(nthreads_ - live_) +
                   " thread(s) of the block exited: the barrier is not reached by every thread");
-    const uint64_t gen = epoch_;
+    const int64_t gen = epoch_;
     if (++bar_arrived_ == nthreads_) {
       waiting_ -= bar_arrived_ - 1;
       bar_arrived_ = 0;
@@ -335,7 +335,7 @@ class Block {
   std::mutex m_;
   std::condition_variable cv_;
   unsigned nthreads_ = 0, live_ = 0, waiting_ = 0, bar_arrived_ = 0;
-  uint64_t epoch_ = 0;
+  int64_t epoch_ = 0;
   bool failed_ = false;
   std::string error_;
   std::vector<Warp> warps_;
