@@ -76,8 +76,10 @@ def build_driver(out_dir, kernels_dir: str | None = None) -> str:
     cxx = compiler()
     exe = os.path.join(str(out_dir), "emu_driver")
     includes = ([f"-I{kernels_dir}"] if kernels_dir else []) + [f"-I{CSRC}"]
-    cmd = [cxx, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-           "-fno-sanitize-recover=undefined", "-pthread", "-Wno-unknown-pragmas", *includes,
+    # -O0 without -g: 7 s of CPU per build instead of 30 s at -O1 -g (g++ 12), and the driver still runs
+    # in ~4 s (its time is the host threads' barriers, not the arithmetic).
+    cmd = [cxx, "-std=c++17", "-O0", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-pthread",
+           "-Wno-unknown-pragmas", *includes,
            os.path.join(CSRC, "emu", "tests", "emu_driver.cpp"), "-o", exe]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"building the emulator driver failed:\n{res.stderr[-4000:]}"

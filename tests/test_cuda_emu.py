@@ -91,8 +91,25 @@ def test_emulated_ops_are_the_ones_that_ran(emu):
 # ------------------------------------------------------------------------------ sanitizer checks
 
 @pytest.fixture(scope="module")
-def clean_driver(tmp_path_factory):
-    return build_driver(tmp_path_factory.mktemp("emu_driver"))
+def drivers(tmp_path_factory):
+    """The driver against the real kernels ("clean") and against each mutation, built in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def build(name):
+        out = tmp_path_factory.mktemp(name)
+        if name == "clean":
+            return build_driver(out)
+        file, old, new, _expect = MUTATIONS[name]
+        return build_driver(out, mutated_kernels(out, file, old, new))
+
+    names = ["clean", *MUTATIONS]
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        return dict(zip(names, pool.map(build, names)))
+
+
+@pytest.fixture(scope="module")
+def clean_driver(drivers):
+    return drivers["clean"]
 
 
 def test_driver_real_kernels_clean_under_asan(clean_driver):
@@ -149,12 +166,11 @@ MUTATIONS = {
 
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
-def test_emulator_catches_broken_real_kernel(tmp_path, name):
+def test_emulator_catches_broken_real_kernel(drivers, name):
     import re
 
-    file, old, new, expect = MUTATIONS[name]
-    exe = build_driver(tmp_path, mutated_kernels(tmp_path, file, old, new))
-    res = subprocess.run([exe], capture_output=True, text=True, timeout=300)
+    expect = MUTATIONS[name][3]
+    res = subprocess.run([drivers[name]], capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode != 0, f"the broken kernel ({name}) was not caught:\n{out[-3000:]}"
     found = re.search(expect, out)
