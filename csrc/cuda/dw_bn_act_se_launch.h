@@ -99,26 +99,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     if (training) {
       at::Tensor part_cnt = at::empty({parts, d.c}, acc_opts), part_mean = at::empty({parts, d.c}, acc_opts),
                  part_m2 = at::empty({parts, d.c}, acc_opts);
-      launch_kernel("stats_partial_kernel", stats_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, 
-          px, pw, s, part_cnt.mutable_data_ptr<acc_t>(), part_mean.mutable_data_ptr<acc_t>(),
-          part_m2.mutable_data_ptr<acc_t>());
-        launch_kernel("stats_finish_kernel", stats_finish_kernel<acc_t>, fin_blocks, fin_threads, 0, stream, 
+      launch_kernel("stats_partial_kernel", stats_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, s,
+          part_cnt.mutable_data_ptr<acc_t>(), part_mean.mutable_data_ptr<acc_t>(), part_m2.mutable_data_ptr<acc_t>());
+      launch_kernel("stats_finish_kernel", stats_finish_kernel<acc_t>, fin_blocks, fin_threads, 0, stream,
           part_cnt.const_data_ptr<acc_t>(), part_mean.const_data_ptr<acc_t>(), part_m2.const_data_ptr<acc_t>(), parts,
           d.c, mean.mutable_data_ptr<acc_t>(), var.mutable_data_ptr<acc_t>());
-      }
+    }
     const acc_t *pmean = mean.const_data_ptr<acc_t>(), *pvar = var.const_data_ptr<acc_t>();
     const acc_t *pg = prm.gamma.const_data_ptr<acc_t>(), *pb = prm.beta.const_data_ptr<acc_t>();
-    launch_kernel("pool_partial_kernel", pool_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, pmean, pvar, pg, pb, eps_a, d.act, s,
-                                                                     part_pool.mutable_data_ptr<acc_t>());
+    launch_kernel("pool_partial_kernel", pool_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, pmean,
+        pvar, pg, pb, eps_a, d.act, s, part_pool.mutable_data_ptr<acc_t>());
     const size_t smem = se_smem_bytes(d.c + d.hidden, sizeof(acc_t), op);
-    launch_kernel("se_forward_kernel", se_forward_kernel<acc_t>, static_cast<unsigned>(d.n), kSeThreads, smem, stream, 
+    launch_kernel("se_forward_kernel", se_forward_kernel<acc_t>, static_cast<unsigned>(d.n), kSeThreads, smem, stream,
         part_pool.const_data_ptr<acc_t>(), prm.w1.const_data_ptr<acc_t>(), prm.b1.const_data_ptr<acc_t>(),
         prm.w2.const_data_ptr<acc_t>(), prm.b2.const_data_ptr<acc_t>(), d.c, d.hidden, s.tiles,
         acc_t(1) / static_cast<acc_t>(s.HWo), d.act, d.gate, pooled.mutable_data_ptr<acc_t>(),
         se_scale.mutable_data_ptr<acc_t>());
-    launch_kernel("apply_kernel", apply_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, pmean, pvar, pg, pb, eps_a, d.act,
-                                                              se_scale.const_data_ptr<acc_t>(), s,
-                                                              y.mutable_data_ptr<scalar_t>());
+    launch_kernel("apply_kernel", apply_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, pmean, pvar, pg, pb,
+        eps_a, d.act, se_scale.const_data_ptr<acc_t>(), s, y.mutable_data_ptr<scalar_t>());
   });
   return {in_format(y, fmt), mean, var, pooled};
 }
@@ -172,33 +170,33 @@ backward_cuda(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor
     const acc_t eps_a = static_cast<acc_t>(eps);
     const acc_t *pmean = mean.const_data_ptr<acc_t>(), *pvar = var.const_data_ptr<acc_t>();
     const acc_t *pg = prm.gamma.const_data_ptr<acc_t>(), *pb = prm.beta.const_data_ptr<acc_t>();
-    launch_kernel("gs_partial_kernel", gs_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean, pvar, pg, pb, eps_a, d.act, s,
-                                                                   part.mutable_data_ptr<acc_t>());
+    launch_kernel("gs_partial_kernel", gs_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean,
+        pvar, pg, pb, eps_a, d.act, s, part.mutable_data_ptr<acc_t>());
     const size_t smem = se_smem_bytes(2 * d.c + 3 * d.hidden, sizeof(acc_t), op);
-    launch_kernel("se_backward_kernel", se_backward_kernel<acc_t>, static_cast<unsigned>(d.n), kSeThreads, smem, stream, 
+    launch_kernel("se_backward_kernel", se_backward_kernel<acc_t>, static_cast<unsigned>(d.n), kSeThreads, smem, stream,
         part.const_data_ptr<acc_t>(), pooled.const_data_ptr<acc_t>(), prm.w1.const_data_ptr<acc_t>(),
-        prm.b1.const_data_ptr<acc_t>(), prm.w2.const_data_ptr<acc_t>(), prm.b2.const_data_ptr<acc_t>(), d.c,
-        d.hidden, s.tiles, d.act, d.gate, se_scale.mutable_data_ptr<acc_t>(), gh2.mutable_data_ptr<acc_t>(),
+        prm.b1.const_data_ptr<acc_t>(), prm.w2.const_data_ptr<acc_t>(), prm.b2.const_data_ptr<acc_t>(), d.c, d.hidden,
+        s.tiles, d.act, d.gate, se_scale.mutable_data_ptr<acc_t>(), gh2.mutable_data_ptr<acc_t>(),
         a1.mutable_data_ptr<acc_t>(), gh1.mutable_data_ptr<acc_t>(), gp.mutable_data_ptr<acc_t>());
     // `part` is free again after the SE backward (stream order): reuse it for the sums of gu.
-    launch_kernel("bn_partial_kernel", bn_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, 
-        px, pgy, pw, pmean, pvar, pg, pb, eps_a, d.act, se_scale.const_data_ptr<acc_t>(), gp.const_data_ptr<acc_t>(),
-        s, part.mutable_data_ptr<acc_t>(), part2.mutable_data_ptr<acc_t>());
-    launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, fin_blocks, fin_threads, 0, stream, part.const_data_ptr<acc_t>(), parts, d.c,
-                                                                       gbeta.mutable_data_ptr<acc_t>());
-    launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, fin_blocks, fin_threads, 0, stream, part2.const_data_ptr<acc_t>(), parts, d.c,
-                                                                       ggamma.mutable_data_ptr<acc_t>());
-    launch_kernel("gz_gw_kernel", gz_gw_kernel<scalar_t, acc_t>, grid, block, 0, stream, 
-        px, pgy, pw, pmean, pvar, pg, pb, eps_a, d.act, training, se_scale.const_data_ptr<acc_t>(),
-        gp.const_data_ptr<acc_t>(), gbeta.const_data_ptr<acc_t>(), ggamma.const_data_ptr<acc_t>(), s,
-        gz.mutable_data_ptr<acc_t>(), part_gw.mutable_data_ptr<acc_t>());
+    launch_kernel("bn_partial_kernel", bn_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean,
+        pvar, pg, pb, eps_a, d.act, se_scale.const_data_ptr<acc_t>(), gp.const_data_ptr<acc_t>(), s,
+        part.mutable_data_ptr<acc_t>(), part2.mutable_data_ptr<acc_t>());
+    launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, fin_blocks, fin_threads, 0, stream,
+        part.const_data_ptr<acc_t>(), parts, d.c, gbeta.mutable_data_ptr<acc_t>());
+    launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, fin_blocks, fin_threads, 0, stream,
+        part2.const_data_ptr<acc_t>(), parts, d.c, ggamma.mutable_data_ptr<acc_t>());
+    launch_kernel("gz_gw_kernel", gz_gw_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean, pvar, pg,
+        pb, eps_a, d.act, training, se_scale.const_data_ptr<acc_t>(), gp.const_data_ptr<acc_t>(),
+        gbeta.const_data_ptr<acc_t>(), ggamma.const_data_ptr<acc_t>(), s, gz.mutable_data_ptr<acc_t>(),
+        part_gw.mutable_data_ptr<acc_t>());
     const unsigned gw_blocks = static_cast<unsigned>((9 * d.c + fin_threads - 1) / fin_threads);
-    launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, gw_blocks, fin_threads, 0, stream, part_gw.const_data_ptr<acc_t>(), parts,
-                                                                      9 * d.c, gw_t.mutable_data_ptr<acc_t>());
+    launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, gw_blocks, fin_threads, 0, stream,
+        part_gw.const_data_ptr<acc_t>(), parts, 9 * d.c, gw_t.mutable_data_ptr<acc_t>());
     const int64_t total = gx.numel();
     const int threads = 256;
     const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, int64_t(65535) * 8);
-    launch_kernel("gx_kernel", gx_kernel<scalar_t, acc_t>, static_cast<unsigned>(blocks), threads, 0, stream, 
+    launch_kernel("gx_kernel", gx_kernel<scalar_t, acc_t>, static_cast<unsigned>(blocks), threads, 0, stream,
         gz.const_data_ptr<acc_t>(), pw, s, total, gx.mutable_data_ptr<scalar_t>());
   });
   const at::Tensor gw = gw_t.t().contiguous();  // (C, 9)

@@ -175,7 +175,7 @@ class Block {
   }
 
   // ------------------------------------------------------------------ warp shuffles
-  // Exchanges `bytes` of every lane of the mask; returns the bytes of lane `src(lane)`.
+  // Exchanges v among the lanes of the mask; returns the v of lane src(lane) (its own if out of range).
   template <typename T, typename Src>
   T shuffle(unsigned tid, unsigned mask, T v, Src src, const char* name) {
     static_assert(sizeof(T) <= 8, "shuffles of up to 8 bytes");
@@ -184,7 +184,8 @@ class Block {
     const unsigned lane = tid % kWarpSize, warp = tid / kWarpSize;
     const unsigned lanes = std::min(kWarpSize, nthreads_ - warp * kWarpSize);
     const std::string fn = name;
-    if (!(mask >> lane & 1u)) fail_locked(fn + " called by lane " + std::to_string(lane) + ", which is not in its mask");
+    if (!(mask >> lane & 1u))
+      fail_locked(fn + " called by lane " + std::to_string(lane) + ", which is not in its mask");
     if (lanes < kWarpSize && (mask >> lanes) != 0)
       fail_locked(fn + " mask 0x" + hex(mask) + " names lanes beyond this partial warp of " + std::to_string(lanes) +
                   " lanes");
@@ -527,7 +528,10 @@ template <typename T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   return cuda_emu::block().shuffle(
       cuda_emu::tl_tid, mask, v,
-      [=](int lane) { return (lane % width) + static_cast<int>(delta) < width ? lane + static_cast<int>(delta) : lane; },
+      [=](int lane) {
+        const int d = static_cast<int>(delta);
+        return (lane % width) + d < width ? lane + d : lane;
+      },
       "__shfl_down_sync");
 }
 template <typename T>
