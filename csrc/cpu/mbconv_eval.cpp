@@ -11,8 +11,8 @@
 // larger shape comes), so the expanded tensors never touch the allocator or leave the cache
 // hierarchy; only the block's narrow input, residual and output are full tensors.
 //
-// Parallelism: over samples (at::parallel_for); the two GEMMs per sample run single-threaded inside
-// the parallel region. Thread-safe: the buffers are per OS thread, nothing else is shared or mutated.
+// Parallelism: over samples (at::parallel_for), the two GEMMs per sample single-threaded inside the
+// parallel region; with fewer samples than threads, samples run in turn with multithreaded GEMMs. Thread-safe: the buffers are per OS thread, nothing else is shared or mutated.
 //
 // Layouts (prepared once by yyfast/inference/block_plan.py): x, residual: (N, Cin|Cout, H, W)
 // channels_last float32; expand_wt (Cin, Ce); expand_b (Ce); dw_wt (9, Ce); dw_b (Ce);
@@ -101,7 +101,7 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
   const float inv_hw = 1.0f / static_cast<float>(Ho * Wo);
   const auto fopts = at::TensorOptions().dtype(at::kFloat);
 
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+  auto samples = [&](int64_t n0, int64_t n1) {
     // Persistent per-thread scratch: grown on the first (or a larger) shape, then reused.
     thread_local std::vector<float> hbuf, zbuf, wsbuf, small;
     float* h = grow(hbuf, H * W * Ce);
@@ -134,7 +134,14 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
         for (int64_t i = 0; i < Ho * Wo * Cout; ++i) on[i] += rn[i];
       }
     }
-  });
+  };
+  // Fewer samples than threads (batch 1): one sample after another on this thread, so the two GEMMs
+  // (about 14 of the block's 15 multiply-adds per expanded element) and the GELU use every intra-op
+  // thread; otherwise one sample per task, everything single-threaded inside.
+  if (N < at::get_num_threads() && !at::in_parallel_region())
+    samples(0, N);
+  else
+    at::parallel_for(0, N, 1, samples);
   return out;
 }
 
