@@ -8,7 +8,11 @@ Implementations (rows appear as the pieces exist; a missing one is listed under 
 * ``compile``: the same under ``torch.compile`` (mode ``max-autotune`` on a GPU, default on CPU);
 * ``yyfast-<b>``: ``create_model(name, backend=b)`` for every available non-reference backend;
 * ``yyfast-<b>+compile``: that model under ``torch.compile``;
-* ``optimized`` / ``optimized+cudagraph``: ``yyfast.optimize_for_inference(model)`` (eval only).
+* ``optimized`` / ``optimized+cudagraph``: ``yyfast.optimize_for_inference(model)`` (eval only);
+* ``onnxruntime``: ONNX Runtime's CPU provider running ``yyfast.export_onnx`` of the same model, with
+  ``intra_op_num_threads = torch.get_num_threads()`` (eval fp32 on the CPU only): the runtime a CPU
+  deployment would otherwise use. Its input is the same batch as a contiguous NCHW numpy array,
+  converted once outside the timed calls.
 
 Training step = forward, cross-entropy, backward, AdamW step (``set_to_none`` zero-grad).
 Inference = eval mode under ``torch.no_grad``. Inputs are channels_last; dtypes fp32 and (on a
@@ -35,7 +39,10 @@ import common  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 MODES = ("train", "eval")
-IMPL_FAMILIES = ("eager", "compile", "yyfast", "yyfast+compile", "optimized", "optimized+cudagraph")
+IMPL_FAMILIES = ("eager", "compile", "yyfast", "yyfast+compile", "optimized", "optimized+cudagraph", "onnxruntime")
+#: The CPU goals: optimize_for_inference against onnxruntime at these eval batches (latency to throughput).
+CPU_ORT_GOAL_BATCHES = (1, 16, 256)
+CPU_ORT_GOAL = 1.2
 
 
 @dataclass
@@ -71,15 +78,18 @@ class Result:
 
 def default_config(dev: torch.device, **overrides) -> Config:
     """GPU: train 64 and 256, eval 1024, fp32 and bf16, every implementation. CPU (2 cores here):
-    train 64, eval 256, fp32, no compiled rows, 1-3 reps, so a bare run ends within 2 minutes."""
+    train 64, eval 1, 16 and 256 (batch-1 latency to batch-256 throughput, the onnxruntime goals),
+    fp32, no compiled rows, 1-3 reps, so a bare run ends within about 3 minutes."""
     if dev.type == "cuda":
         cfg = Config(train_batches=[64, 256], eval_batches=[1024], dtypes=["bf16", "fp32"],
-                     impls=list(IMPL_FAMILIES), warmup=3, reps=20, budget_s=10.0, compile_mode="max-autotune")
+                     impls=[f for f in IMPL_FAMILIES if f != "onnxruntime"], warmup=3, reps=20, budget_s=10.0,
+                     compile_mode="max-autotune")
     else:
         # One step here takes 5-7 s of wall time (2 cores): after one warm-up call, timing stops
         # once budget_s has passed; pass --reps/--budget-s for steadier numbers.
-        cfg = Config(train_batches=[64], eval_batches=[256], dtypes=["fp32"],
-                     impls=["eager", "yyfast", "optimized"], warmup=1, reps=3, budget_s=4.0, compile_mode="default")
+        cfg = Config(train_batches=[64], eval_batches=list(CPU_ORT_GOAL_BATCHES), dtypes=["fp32"],
+                     impls=["eager", "yyfast", "optimized", "onnxruntime"], warmup=1, reps=3, budget_s=4.0,
+                     compile_mode="default")
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)
@@ -95,6 +105,7 @@ class Impl:
     compiled: bool = False
     optimized: bool = False
     cudagraph: bool = False
+    onnx: bool = False                # an onnxruntime session on the model's ONNX export (eval only)
 
 
 def list_impls(cfg: Config, device: torch.device, skipped: List[common.Skipped]) -> List[Impl]:
@@ -122,7 +133,47 @@ def list_impls(cfg: Config, device: torch.device, skipped: List[common.Skipped])
             skipped.append(common.Skipped(family, "CUDA graphs need a GPU"))
         else:
             impls.append(Impl(family, family, "auto", optimized=True, cudagraph=graph))
+    if "onnxruntime" in wanted:
+        reason = onnxruntime_unavailable(device)
+        if reason:
+            skipped.append(common.Skipped("onnxruntime", reason))
+        else:
+            impls.append(Impl("onnxruntime", "onnxruntime", "reference", onnx=True))
     return impls
+
+
+def onnxruntime_unavailable(device: torch.device) -> Optional[str]:
+    """None if the onnxruntime row can run here, else why not."""
+    if device.type != "cpu":
+        return "measured with the CPU provider only (a CPU deployment's alternative to optimize_for_inference)"
+    try:
+        import onnx  # noqa: F401  (export_onnx loads the file with it)
+        import onnxruntime  # noqa: F401
+    except Exception as exc:  # not installed or broken
+        return f"onnxruntime or onnx cannot be imported: {common.short_error(exc)}"
+    return None
+
+
+def build_onnxruntime_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """One inference batch of ``model``'s own ``yyfast.export_onnx`` file in onnxruntime's CPU provider,
+    with as many intra-op threads as torch uses (the comparison is then thread for thread)."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+    import yyfast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        yyfast.export_onnx(model, path, check=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.detach().cpu().contiguous().numpy()}
+
+    def infer():
+        return session.run(None, feed)
+    return infer
 
 
 def find_optimize():
@@ -179,6 +230,8 @@ def build_step(impl: Impl, cfg: Config, mode: str, dtype_name: str, batch: int, 
     begin = mark if (impl.compiled and device.type == "cuda" and mark is not None) else (lambda: None)
     if mode == "eval":
         model.eval()
+        if impl.onnx:
+            return build_onnxruntime_step(model, x)
         if impl.optimized:
             model = _call_optimize(model, impl, batch, dtype, device)
         net = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if impl.compiled else model
@@ -214,8 +267,10 @@ def configurations(cfg: Config, impls: List[Impl], device: torch.device) -> List
         for mode in cfg.modes:
             for batch in (cfg.train_batches if mode == "train" else cfg.eval_batches):
                 for impl in impls:
-                    if impl.optimized and mode == "train":
-                        continue  # optimize_for_inference gives an eval-only model
+                    if (impl.optimized or impl.onnx) and mode == "train":
+                        continue  # optimize_for_inference and onnxruntime give eval-only models
+                    if impl.onnx and dtype != "fp32":
+                        continue  # the export is float32
                     out.append((impl, mode, dtype, batch))
     # stable sort; among the compiled rows the plain `compile` baseline (which the goals need) comes first
     return sorted(out, key=lambda cfg_: (cfg_[0].compiled, cfg_[0].family == "yyfast+compile"))
@@ -249,6 +304,11 @@ def compute_goals(results: List[Result], device: torch.device, model: str) -> Li
     elif model == "yynet_small_64":
         goals.append(goal("CPU eval fp32 b256, C++ ops vs eager", ">= 1.3x", ms("eager", "eval", "fp32", 256, True),
                           ms("yyfast-cuda", "eval", "fp32", 256, True), 1.3, "yyfast-cuda backend on CPU tensors"))
+        for batch in CPU_ORT_GOAL_BATCHES:
+            goals.append(goal(f"CPU eval fp32 b{batch}, optimized vs onnxruntime", f">= {CPU_ORT_GOAL}x",
+                              ms("onnxruntime", "eval", "fp32", batch, True), ms("optimized", "eval", "fp32", batch, True),
+                              CPU_ORT_GOAL, "optimize_for_inference vs onnxruntime on our export, same threads, "
+                              "default allocator"))
     return goals
 
 
@@ -370,10 +430,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu or cuda")
     p.add_argument("--batch", help="comma-separated batch sizes for both modes (overrides the two below)")
     p.add_argument("--train-batch", help="training batch sizes (GPU default 64,256; CPU 64)")
-    p.add_argument("--eval-batch", help="inference batch sizes (GPU default 1024; CPU 256)")
+    p.add_argument("--eval-batch", help="inference batch sizes (GPU default 1024; CPU 1,16,256)")
     p.add_argument("--dtypes", help="fp32,bf16 (GPU default bf16,fp32; CPU fp32)")
     p.add_argument("--impls", help=f"families among {','.join(IMPL_FAMILIES)} or 'all' "
-                                   "(GPU default all; CPU eager,yyfast,optimized)")
+                                   "(GPU default all but onnxruntime; CPU eager,yyfast,optimized,onnxruntime)")
     p.add_argument("--modes", help="train,eval (default both)")
     common.add_run_options(p, warmup_help="GPU 3, CPU 1", reps_help="GPU 20, CPU 3",
                            compile_help="GPU default max-autotune; CPU default")

@@ -151,3 +151,38 @@ def test_report_fails_clearly_without_markers(results_dir, tmp_path, capsys):
     assert readme.read_text() == "# no markers here\n"
     readme.write_text("<!-- results:end -->\n<!-- results:start -->\n")
     assert report.main(["--readme", str(readme), "--results", str(results_dir)]) == 2
+
+
+def test_onnxruntime_row_runs_our_export_eval_only(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    out = tmp_path / "ort.json"
+    args = ["--model", "yynet_small_16", "--batch", "3", "--reps", "1", "--warmup", "0", "--no-progress",
+            "--device", "cpu", "--impls", "eager,onnxruntime", "--json", str(out)]
+    assert throughput.main(args) == 0
+    doc = json.loads(out.read_text())
+    rows = {(r["impl"], r["mode"]) for r in doc["results"]}
+    # eval only (the export is an inference graph): no training row, and nothing skipped
+    assert ("onnxruntime", "eval") in rows and ("onnxruntime", "train") not in rows, rows
+    assert not [s for s in doc["skipped"] if s["what"].startswith("onnxruntime")], doc["skipped"]
+
+
+def test_onnxruntime_skipped_with_reason_off_the_cpu():
+    reason = throughput.onnxruntime_unavailable(throughput.torch.device("cuda"))
+    assert reason and "CPU" in reason
+
+
+def test_cpu_defaults_and_goals_compare_optimized_with_onnxruntime():
+    cfg = throughput.default_config(throughput.torch.device("cpu"))
+    assert cfg.eval_batches == [1, 16, 256] and "onnxruntime" in cfg.impls
+    R = throughput.Result
+    results = []
+    for batch, ort_ms, opt_ms in ((1, 8.0, 6.0), (16, 100.0, 90.0), (256, 1000.0, 1500.0)):
+        results += [R("onnxruntime", "eval", "fp32", batch, ort_ms, 1.0, None, None, 1),
+                    R("optimized", "eval", "fp32", batch, opt_ms, 1.0, None, None, 1)]
+    goals = {g.name: g for g in throughput.compute_goals(results, throughput.torch.device("cpu"), "yynet_small_64")}
+    for batch, ort_ms, opt_ms in ((1, 8.0, 6.0), (16, 100.0, 90.0), (256, 1000.0, 1500.0)):
+        g = goals[f"CPU eval fp32 b{batch}, optimized vs onnxruntime"]
+        assert g.measured == pytest.approx(ort_ms / opt_ms) and g.met == (ort_ms / opt_ms >= 1.2)
+    # a run without the onnxruntime rows says so instead of inventing a ratio
+    goals = throughput.compute_goals(results[1::2], throughput.torch.device("cpu"), "yynet_small_64")
+    assert all(g.measured is None and "not measured" in g.note for g in goals if "onnxruntime" in g.name)

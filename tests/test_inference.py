@@ -192,3 +192,116 @@ def test_cuda_graph_replay_and_eager_fallback():
     with pytest.raises(RuntimeError, match="eval-only"):
         graphed.train()
     assert isinstance(eager, InferenceYYNet)
+
+
+# -- the whole MBConv block as one C++ call (yyfast::mbconv_eval, float32 CPU) --------------------------
+needs_block_op = pytest.mark.skipif(not __import__("yyfast.inference.block_plan").inference.block_plan.available(),
+                                    reason="the yyfast._C extension with mbconv_eval is not built")
+
+
+def _block_calls(monkeypatch):
+    from yyfast.inference import block_plan
+
+    calls = []
+    real = block_plan.run_block
+    monkeypatch.setattr(block_plan, "run_block", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@needs_block_op
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_block_op_matches_float64_blocks_awkward_shapes(channels_last):
+    from yyfast.inference import block_plan
+
+    model = _model("yynet_small_16", {"act": "silu", "se_gate": "hardsigmoid"})
+    fast = optimize_for_inference(model)
+    blocks = [b for b in fast.modules() if isinstance(b, FoldedMBConv)]
+    assert {b.span.stride for b in blocks} == {1, 2}
+    for block in blocks:
+        cin = block.expand.in_channels
+        x = torch.randn(3, cin, 7, 5)  # odd sizes: every border case of the stride-2 taps
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        ref = copy.deepcopy(block).double()(x.double(), "plain")
+        res = x if isinstance(block.shortcut, nn.Identity) else block.shortcut(x)
+        with torch.no_grad():
+            out = block_plan.run_block(block, x, res)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert rel_err(out, ref) < 1e-5, f"stride {block.span.stride}"
+
+
+@needs_block_op
+def test_block_op_model_batches_and_shape_changes_two_threads(monkeypatch):
+    """Batch 1 and awkward batches, NCHW and channels_last, image sizes changing between calls (the
+    per-thread buffers grow and are reused), with two intra-op threads; all against float64."""
+    calls = _block_calls(monkeypatch)
+    model = _model("yynet_small_16", {"fusion": "mul"})
+    fast = optimize_for_inference(model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for batch, size, cl in ((1, 32, True), (5, 16, False), (3, 40, True), (1, 8, False), (3, 32, False)):
+            x = torch.randn(batch, 3, size, size)
+            x = x.contiguous(memory_format=torch.channels_last) if cl else x
+            assert rel_err(fast(x), float64_reference(model, x)) < 1e-5, (batch, size, cl)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 5 * sum(isinstance(b, FoldedMBConv) for b in fast.modules()), "the block op did not run"
+
+
+@needs_block_op
+def test_block_op_concurrent_calls_from_python_threads():
+    """Thread-safe: the op's scratch buffers are per OS thread; concurrent forwards agree with serial ones."""
+    import threading
+
+    model = _model("yynet_small_16", {})
+    fast = optimize_for_inference(model)
+    xs = [torch.randn(2, 3, s, s) for s in (32, 16, 24, 32)]
+    serial = [fast(x) for x in xs]
+    outs = [None] * len(xs)
+
+    def work(k):
+        for _ in range(3):
+            outs[k] = fast(xs[k])
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for out, ref in zip(outs, serial):
+        assert torch.equal(out, ref)
+
+
+@needs_block_op
+def test_block_op_repacks_weights_changed_in_place():
+    model = _model("yynet_small_16", {})
+    fast = optimize_for_inference(model)
+    x = torch.randn(2, 3, 32, 32)
+    before = fast(x)
+    block = next(b for b in fast.modules() if isinstance(b, FoldedMBConv))
+    with torch.no_grad():
+        block.project.weight.mul_(0.5)
+    after = fast(x)
+    assert not torch.allclose(after, before)
+    fast.graph = "plain"  # op by op, from the module weights themselves
+    assert rel_err(after, fast(x)) < 1e-5
+
+
+@needs_block_op
+def test_block_op_rejects_bad_arguments():
+    from yyfast.inference import block_plan
+
+    block = next(b for b in optimize_for_inference(_model("yynet_small_16", {})).modules()
+                 if isinstance(b, FoldedMBConv))
+    x = torch.randn(2, block.expand.in_channels, 8, 8)
+    w = block_plan.packed_weights(block)
+    op = torch.ops.yyfast.mbconv_eval
+    with pytest.raises(RuntimeError, match="x must be a 4-d float32"):
+        op(x.double(), None, *w, 1, "gelu", "sigmoid")
+    with pytest.raises(RuntimeError, match="expand_wt must have shape"):
+        op(x[:, :-1], None, *w, 1, "gelu", "sigmoid")
+    with pytest.raises(RuntimeError, match="stride must be 1 or 2"):
+        op(x, None, *w, 3, "gelu", "sigmoid")
+    with pytest.raises(RuntimeError, match="act must be 'gelu' or 'silu'"):
+        op(x, None, *w, 1, "relu", "sigmoid")
+    with pytest.raises(RuntimeError, match="residual must be"):
+        op(x, torch.randn(2, 1, 8, 8), *w, 1, "gelu", "sigmoid")

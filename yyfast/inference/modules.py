@@ -31,7 +31,7 @@ from torch import nn
 from .. import ops
 from ..config import YYNetConfig
 from ..timm_interface import TimmInfo
-from . import cpu_fusion
+from . import block_plan, cpu_fusion
 
 #: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
 #: exactly 1 in float32 and float64, so the op's normalisation is an exact no-op.
@@ -132,6 +132,10 @@ class FoldedMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor, span_backend: str = "plain", inplace: bool = False,
                 fold_se: bool = False) -> torch.Tensor:
+        if inplace and span_backend == "cuda" and block_plan.usable(x):
+            # the whole block in one C++ call (the C++ backend on a float32 CPU tensor): no expanded tensors
+            residual = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(x)
+            return block_plan.run_block(self, x, residual)
         h = cpu_fusion.conv_act(self.expand, x, self.act, activation) if inplace else \
             activation(self.act, self.expand(x), False)
         if span_backend != "plain":
