@@ -1,8 +1,8 @@
 """Randomized property test of the eval-mode fold cache (``yyfast.eval_fold.FoldCache``, issue 12):
 after any sequence of train/eval toggles, forwards with grad, without grad and under inference_mode,
 optimiser steps, in-place edits of parameters and buffers (``.data``, ``.copy_``, ``fill_``,
-``.data =``), ``load_state_dict`` and dtype round trips, the fused model's eval output equals a
-fresh float64 reference built from the same state_dict. Plain seeded ``random`` (hypothesis is not
+``.data =``), ``load_state_dict`` and dtype round trips, the fused model's eval output equals the
+reference network (``backend="reference"``, no fold) loaded from the same state_dict. Plain seeded ``random`` (hypothesis is not
 a CI dependency); a failure names the seed and the steps that led to it."""
 import random
 
@@ -15,7 +15,7 @@ from inference_helpers import trained_like_
 from yyfast.reference import ReferenceYYNet
 
 MODEL = "yynet_small_16"
-TOL = 2e-5  # float32 model against the float64 reference; a stale fold is off by >1e-2
+TOL = 1e-5  # float32 against float32 (measured <1e-6 when right); a stale fold is off by >1e-2
 
 
 def _x(rng: random.Random, n: int, size: int) -> torch.Tensor:
@@ -98,16 +98,27 @@ STEPS = {
 
 
 def _eval_error(m, x) -> float:
-    """Relative error of the model's eval output against a fresh float64 reference of its state_dict;
-    the model's mode is restored, so the check itself is not a step."""
+    """Relative error of the model's eval output against a fresh reference model given its state_dict
+    (float32: a float64 reference costs ~50x more here); the model's mode is restored, so the check
+    itself is not a step."""
     was_training = m.training
-    ref = ReferenceYYNet(yyfast.get_config(MODEL)).double().eval()
+    ref = yyfast.create_model(MODEL, backend="reference").eval()
     ref.load_state_dict(m.state_dict())
     m.eval()
     with torch.no_grad():
-        err = rel_err(m(x), ref(x.double()))
+        err = rel_err(m(x), ref(x))
     m.train(was_training)
     return err
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (measured on the shared 2-core machine,
+    1.2 s a sequence with one thread against 15 s with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run_sequences(backend: str, seeds, size: int, steps=(4, 8)) -> None:
@@ -130,17 +141,19 @@ def _run_sequences(backend: str, seeds, size: int, steps=(4, 8)) -> None:
 
 
 def test_fold_cache_matches_reference_after_random_sequences_cuda():
-    """40 random sequences of 4-8 steps on the C++ CPU twins (the fold code is backend-independent;
+    """30 random sequences of 4-8 steps on the C++ CPU twins (the fold code is backend-independent;
     the span's own running-statistic update is the backend's)."""
     pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built (pip install -e . --no-build-isolation)")
-    _run_sequences("cuda", range(40), size=16)
+    _run_sequences("cuda", range(30), size=8)
 
 
 def test_fold_cache_matches_reference_after_random_sequences_triton():
-    """3 random sequences on the Triton backend (interpreter on CPU: ~1 s a training step)."""
+    """One random sequence on the Triton backend: its span updates the running statistics through the
+    same ``yyfast.ops`` code as the C++ backend and the fold is backend-independent, and under the
+    interpreter a sequence costs ~30 s (so the C++ test carries the randomized coverage)."""
     pytest.importorskip("triton", reason="Triton is not installed")
     from yyfast.availability import backends
 
     if not backends()["triton"]["available"]:
         pytest.skip(f"the triton backend cannot run here: {backends()['triton']['reason']}")
-    _run_sequences("triton", range(100, 103), size=8, steps=(4, 5))
+    _run_sequences("triton", [100], size=8, steps=(4, 4))
