@@ -35,7 +35,7 @@ def span_grads(needs_input_grad: Sequence[bool], grad_y: Tensor, x: Tensor, dw_w
     function), in training the batch statistics, which the reference recomputes from ``x`` instead
     so that their dependence on ``x`` and ``dw_weight`` is differentiated too.
     """
-    stats = (None, None) if training else (mean.to(x.dtype), var.to(x.dtype))
+    stats = (None, None) if training else (mean.detach().to(x.dtype), var.detach().to(x.dtype))
     with torch.enable_grad():
         y = dw_bn_act_se_reference(x, dw_weight, bn_weight, bn_bias, *stats, se_w1, se_b1, se_w2, se_b2,
                                    stride=stride, eps=eps, momentum=0.0, training=training, act=act, gate=gate)
