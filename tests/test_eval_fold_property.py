@@ -2,8 +2,8 @@
 after any sequence of train/eval toggles, forwards with grad, without grad and under inference_mode,
 optimiser steps, in-place edits of parameters and buffers (``.data``, ``.copy_``, ``fill_``,
 ``.data =``), ``load_state_dict`` and dtype round trips, the fused model's eval output equals the
-reference network (``backend="reference"``, no fold) loaded from the same state_dict. Plain seeded ``random`` (hypothesis is not
-a CI dependency); a failure names the seed and the steps that led to it."""
+reference network (``backend="reference"``, no fold) loaded from the same state_dict. Plain seeded
+``random`` (hypothesis is not a CI dependency); a failure names the seed and the steps that led to it."""
 import random
 
 import pytest
@@ -143,7 +143,8 @@ def _run_sequences(backend: str, seeds, size: int, steps=(4, 8)) -> None:
 def test_fold_cache_matches_reference_after_random_sequences_cuda():
     """30 random sequences of 4-8 steps on the C++ CPU twins (the fold code is backend-independent;
     the span's own running-statistic update is the backend's)."""
-    pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built (pip install -e . --no-build-isolation)")
+    pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built "
+                                            "(pip install -e . --no-build-isolation)")
     _run_sequences("cuda", range(30), size=8)
 
 

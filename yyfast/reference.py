@@ -270,8 +270,9 @@ class ReferenceYYNet(nn.Module):
         # torch.jit.script calls this first; without it, scripting fails deep inside on an
         # unrelated annotation error (issue 12).
         raise RuntimeError(f"TorchScript (torch.jit.script) is not supported for {type(self).__name__}: its "
-                           "blocks are Python code TorchScript cannot compile (and YYNet calls custom ops). Use torch.compile(model), "
-                           "torch.export.export(model, (x,)) or yyfast.export_onnx(model, path) instead.")
+                           "blocks are Python code TorchScript cannot compile (and YYNet calls custom ops). "
+                           "Use torch.compile(model), torch.export.export(model, (x,)) or "
+                           "yyfast.export_onnx(model, path) instead.")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_chans:
