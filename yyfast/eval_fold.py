@@ -41,8 +41,11 @@ class FoldCache:
     in place without bumping their ``Tensor._version`` (its schema does not declare them mutated; a
     train-mode forward, with or without grad, leaves the version unchanged), and ``p.data.copy_()``
     or ``p.data.fill_()`` write through a tensor with its own version counter. A stale fold is a
-    silent wrong output (issue 12), so the cache pays one read of the sources per eval forward
-    (measured, yynet_small_64 on the 2-core CPU: see the README's eval-folding paragraph).
+    silent wrong output (issue 12), so the cache pays one read of the sources per eval forward:
+    measured on the 2-core CPU (yynet_small_64, float32, channels_last, median of 7x5 forwards),
+    12.3 ms a forward at batch 1 against 11.8 ms with the old version key and 14.6 ms folding anew
+    every time; at batch 64 all three are ~385 ms (within noise). The snapshot costs one copy of
+    the folded blocks' parameters and statistics.
     """
 
     def __init__(self) -> None:
