@@ -276,6 +276,14 @@ class ReferenceYYNet(TimmInterface, PretrainedMixin, nn.Module):
         self.single_path = _single_path(cfg, **blocks)
         self.head = Head(cfg.out_width, cfg)
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this first; without it, scripting fails deep inside on an
+        # unrelated annotation error (issue 12).
+        raise RuntimeError(f"TorchScript (torch.jit.script) is not supported for {type(self).__name__}: its "
+                           "blocks are Python code TorchScript cannot compile (and YYNet calls custom ops). "
+                           "Use torch.compile(model), torch.export.export(model, (x,)) or "
+                           "yyfast.export_onnx(model, path) instead.")
+
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The Yin and Yang branches and their fusion: the input of the single path."""
         if x.dim() != 4 or x.shape[1] != self.config.in_chans:

@@ -89,6 +89,35 @@ def _se_2d(name: str, w: torch.Tensor, rows: int, cols: int, device) -> torch.Te
     return w.reshape(rows, cols)
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _check_dtypes(x: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Every parameter and statistic has x's dtype, or float32 with a float16/bfloat16 x (mixed
+    precision, as under autocast); the same rule for every backend."""
+    for name, t in tensors.items():
+        if t.dtype != x.dtype and not (t.dtype == torch.float32 and x.dtype in _HALF):
+            raise ValueError(f"{name} has dtype {t.dtype} but x has {x.dtype}; allowed: x's dtype, or float32 "
+                             "when x is float16/bfloat16 (mixed precision)")
+
+
+def _reference_span(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, w1, b1, w2, b2, **kwargs):
+    """The reference span; in mixed precision computed in float32 (as the fused kernels accumulate),
+    the output in x's dtype and the running statistics updated in their own dtype."""
+    params = (dw_weight, bn_weight, bn_bias, w1, b1, w2, b2)
+    if all(t.dtype == x.dtype for t in (*params, running_mean, running_var)):
+        return dw_bn_act_se_reference(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, w1, b1, w2, b2,
+                                      **kwargs)
+    stats = [t if t.dtype == torch.float32 else t.float() for t in (running_mean, running_var)]
+    f32 = [t.float() for t in params]
+    y = dw_bn_act_se_reference(x.float(), *f32[:3], *stats, *f32[3:], **kwargs)
+    with torch.no_grad():
+        for own, used in zip((running_mean, running_var), stats):
+            if own is not used:
+                own.copy_(used)
+    return y.to(x.dtype)
+
+
 def dw_bn_act_se(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor,
                  running_mean: torch.Tensor, running_var: torch.Tensor, se_w1: torch.Tensor,
                  se_b1: torch.Tensor, se_w2: torch.Tensor, se_b2: torch.Tensor, *, stride: int = 1,
@@ -105,8 +134,10 @@ def dw_bn_act_se(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: torch.Tens
     _check_tensor("x", x, dim=4)
     n, channels, height, width = x.shape
     dev = x.device
-    if stride not in (1, 2) or isinstance(stride, bool):
-        raise ValueError(f"stride={stride!r} is not valid; allowed values: 1, 2")
+    # An int, exactly: 2.0 == 2 would pass a membership test and then fail in F.conv2d on the
+    # reference backend only, while the fused backends silently int() it.
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride not in (1, 2):
+        raise ValueError(f"stride={stride!r} is not valid; allowed values: 1, 2 (an int)")
     if act not in ACTIVATIONS:
         raise ValueError(f"act={act!r} is not valid; allowed values: {', '.join(map(repr, ACTIVATIONS))}")
     if gate not in SE_GATES:
@@ -125,6 +156,12 @@ def dw_bn_act_se(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: torch.Tens
     _check_tensor("se_b1", se_b1, dim=1, device=dev)
     w1 = _se_2d("se_w1", se_w1, hidden, channels, dev)
     w2 = _se_2d("se_w2", se_w2, channels, hidden, dev)
+    _check_dtypes(x, dw_weight=dw_weight, bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean,
+                  running_var=running_var, se_w1=se_w1, se_b1=se_b1, se_w2=se_w2, se_b2=se_b2)
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t.requires_grad:
+            raise ValueError(f"{name} must not require grad: running statistics are updated in place and get no "
+                             "gradient (register them as buffers, or pass a tensor with requires_grad=False)")
     out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
     if training and n * out_h * out_w < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)} "
@@ -139,9 +176,8 @@ def dw_bn_act_se(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: torch.Tens
     elif momentum is None:
         factor = 0.0
     if name == "reference":
-        return dw_bn_act_se_reference(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, w1, se_b1,
-                                      w2, se_b2, stride=stride, eps=eps, momentum=factor, training=training,
-                                      act=act, gate=gate)
+        return _reference_span(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, w1, se_b1, w2, se_b2,
+                               stride=stride, eps=eps, momentum=factor, training=training, act=act, gate=gate)
     y, mean, var = _backend_module(name).dw_bn_act_se(x, dw_weight, bn_weight, bn_bias, running_mean, running_var,
                                                       w1, se_b1, w2, se_b2, stride, float(eps), bool(training),
                                                       act, gate)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import _C  # noqa: F401  (loading the library registers the ops)
+from .double_backward import span_grads
 from .fuse_autograd import register_fuse_autograd
 
 _lib = torch.ops.yyfast
@@ -93,6 +94,11 @@ def _span_setup(ctx, inputs, output):
 def _span_backward(ctx, grad_y, _grad_mean, _grad_var, _grad_pooled):
     # mean/var/pooled are marked non-differentiable (mean/var feed only the running statistics).
     x, dw_weight, bn_weight, bn_bias, mean, var, pooled, se_w1, se_b1, se_w2, se_b2 = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: the kernel's gradients would have no graph
+        gx, gw, ggamma, gbeta, gw1, gb1, gw2, gb2 = span_grads(
+            ctx.needs_input_grad, grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, se_w2, se_b2,
+            *ctx.args)
+        return gx, gw, ggamma, gbeta, None, None, gw1, gb1, gw2, gb2, None, None, None, None, None
     grads = _lib.dw_bn_act_se_backward(grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, pooled, se_w1, se_b1,
                                        se_w2, se_b2, *ctx.args)
     gx, gw, ggamma, gbeta, gw1, gb1, gw2, gb2 = grads

@@ -25,6 +25,7 @@ import triton  # noqa: F401  (an ImportError here means: no Triton, no Triton ba
 
 from yyfast.kernels import dw_bn_act_se as _span
 from yyfast.kernels import yinyang_fuse as _fuse
+from .double_backward import span_grads
 from .fuse_autograd import register_fuse_autograd
 
 __all__ = ["dw_bn_act_se", "yinyang_fuse"]
@@ -80,6 +81,11 @@ def _span_backward(ctx, grad_y, _gmean, _gvar, _gpooled, _gh1, _gh2):
     # Only y is differentiable: mean/var feed the running statistics (no_grad), and pooled/h1/h2
     # are saved intermediates that the public function never returns.
     x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, se_w2, se_b2, pooled, h1, h2 = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: the kernel's gradients would have no graph
+        gx, gdw, ggamma, gbeta, gw1, gb1, gw2, gb2 = span_grads(
+            ctx.needs_input_grad, grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, se_w2, se_b2,
+            *ctx.args)
+        return gx, gdw, ggamma, gbeta, None, None, gw1, gb1, gw2, gb2, None, None, None, None, None
     gx, gdw, ggamma, gbeta, gw1, gb1, gw2, gb2 = torch.ops.yyfast.triton_dw_bn_act_se_backward(
         grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, se_w2, se_b2, pooled, h1, h2, *ctx.args)
     return gx, gdw, ggamma, gbeta, None, None, gw1, gb1, gw2, gb2, None, None, None, None, None
