@@ -50,8 +50,11 @@ run_stack() {  # run_stack NAME PYTHON TORCH TRITON
   sed -i -E "s/^torch==.*/torch==$torch/" "$dir/src/requirements.txt"
   grep -qx "torch==$torch" "$dir/src/requirements.txt" || { echo "stacks: requirements.txt has no torch== pin to change" >&2; return 1; }
   echo "triton==$triton" >> "$dir/src/requirements.txt"
-  # The README says python3; the stack's Python answers to that name while the venv is made.
-  ln -s "$(command -v "python$py")" "$dir/bin/python3"
+  # The README says python3; the stack's Python answers to that name while the venv is made (the
+  # interpreter itself: a pyenv shim linked as python3 would pick its python3, not python$py).
+  local exe
+  exe=$("python$py" -c 'import sys; print(sys.executable)') || { echo "stacks: no python$py for stack $name" >&2; return 1; }
+  ln -s "$exe" "$dir/bin/python3"
   # pip reads `constraint` from pip.conf (this machine's /etc/xdg/pip caps torch at 2.14.1, the
   # newest on its disk); PIP_CONSTRAINT in the environment takes precedence over config files, so
   # for these pip calls only the stack's own pins constrain, and nothing on the system changes.
