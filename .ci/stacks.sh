@@ -29,9 +29,6 @@ SUBSET=(tests/test_build.py tests/test_backends.py
 SUBSET_K="not cmake"        # test_build's CMake/ctest build does not involve torch: the pinned run has it
 MARKED="triton_aot or cuda_emu"
 
-work=${YYFAST_STACKS_DIR:-$(mktemp -d /tmp/yyfast-stacks.XXXXXX)}
-mkdir -p "$work" .ci/results
-
 stacks=$(grep -v '^\s*\(#\|$\)' .ci/stacks.txt)
 if [ $# -gt 0 ]; then
   for want in "$@"; do
@@ -39,6 +36,9 @@ if [ $# -gt 0 ]; then
       || { echo "stacks: unknown stack '$want'; .ci/stacks.txt has: $(echo "$stacks" | awk '{print $1}' | xargs)" >&2; exit 2; }
   done
 fi
+
+work=${YYFAST_STACKS_DIR:-$(mktemp -d /tmp/yyfast-stacks.XXXXXX)}
+mkdir -p "$work" .ci/results
 
 run_stack() {  # run_stack NAME PYTHON TORCH TRITON
   local name=$1 py=$2 torch=$3 triton=$4
