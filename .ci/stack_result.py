@@ -64,6 +64,7 @@ def main(argv=None):
     ap.add_argument("--install-s", type=int, required=True)
     ap.add_argument("--test-s", type=int, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default=None, help="how the run differed from CI's, when it did")
     ap.add_argument("junit", nargs="*", type=Path)
     args = ap.parse_args(argv)
     result = {
@@ -77,6 +78,8 @@ def main(argv=None):
         "date": datetime.date.today().isoformat(),
         "commit": git_commit(),
     }
+    if args.note:
+        result["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"   result: {args.out}")
