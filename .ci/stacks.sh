@@ -9,7 +9,7 @@
 #   bash .ci/stacks.sh [NAME...]        default: every stack in .ci/stacks.txt
 #
 # YYFAST_STACKS_DIR: where the copies and venvs go (default a new /tmp/yyfast-stacks.*; each stack's
-# ~5 GB is removed when it passes, kept when it fails). YYFAST_KEEP_STACKS=1 keeps them all.
+# 5.6 GB is removed when it passes, kept when it fails). YYFAST_KEEP_STACKS=1 keeps them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
