@@ -95,11 +95,12 @@ print('   built:', 'torch', torch.__version__, 'CUDA', torch.version.cuda, 'trit
   return $rc
 }
 
-failed=()
+failed=() ran=()
 while read -r name py torch triton _; do
   [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx "$name" || continue
+  ran+=("$name")
   run_stack "$name" "$py" "$torch" "$triton" < /dev/null || failed+=("$name")
 done <<< "$stacks"
 [ -n "${YYFAST_STACKS_DIR:-}" ] || rmdir "$work" 2>/dev/null || true   # empty when every stack passed
 [ ${#failed[@]} -eq 0 ] || { echo "stacks: FAILED: ${failed[*]} (kept in $work)" >&2; exit 1; }
-echo "== stacks passed: $(echo "$stacks" | awk '{print $1}' | xargs) =="
+echo "== stacks passed: ${ran[*]} =="
