@@ -10,6 +10,7 @@ Run with the stack's own Python (its .venv), after its tests, by .ci/run and .ci
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -48,6 +49,9 @@ def versions():
 
 
 def git_commit():
+    """The tested tree's commit: YYFAST_CI_COMMIT when the caller took it when it copied the tree."""
+    if os.environ.get("YYFAST_CI_COMMIT"):
+        return os.environ["YYFAST_CI_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)

@@ -47,6 +47,8 @@ run_stack() {  # run_stack NAME PYTHON TORCH TRITON
   echo "== stack $name: Python $py, torch $torch, Triton $triton (in $dir) =="
   # The working tree as it is, tracked and untracked-but-not-ignored files (no .venv, no build).
   git ls-files -co --exclude-standard -z | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$dir/src"
+  local commit
+  commit="$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes present)')"
   sed -i -E "s/^torch==.*/torch==$torch/" "$dir/src/requirements.txt"
   grep -qx "torch==$torch" "$dir/src/requirements.txt" || { echo "stacks: requirements.txt has no torch== pin to change" >&2; return 1; }
   echo "triton==$triton" >> "$dir/src/requirements.txt"
@@ -88,7 +90,7 @@ print('   built:', 'torch', torch.__version__, 'CUDA', torch.version.cuda, 'trit
   t2=$(date +%s)
   echo "   tests: rc=$rc $((t2 - t1)) s"
   if [ -x "$dir/src/.venv/bin/python" ]; then
-    "$dir/src/.venv/bin/python" .ci/stack_result.py --name "$name" --tests subset --rc "$rc" \
+    YYFAST_CI_COMMIT="$commit" "$dir/src/.venv/bin/python" .ci/stack_result.py --name "$name" --tests subset --rc "$rc" \
       --install-s $((t1 - t0)) --test-s $((t2 - t1)) --out ".ci/results/$name.json" "$dir"/*.xml
   fi
   if [ $rc -eq 0 ] && [ "${YYFAST_KEEP_STACKS:-0}" != 1 ]; then rm -rf "$dir"; fi
