@@ -20,8 +20,8 @@ def _nvcc():
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 def test_cmake_math_and_ctest(tmp_path):
-    """Configure, build the shared-math test and the span-kernel check (and the device-code compile when
-    nvcc exists), run ctest."""
+    """Configure, build the shared-math test, the span-kernel check and the emulated CUDA kernels' driver
+    (and the device-code compile when nvcc exists), run ctest."""
     build = tmp_path / "build"
     configure = ["cmake", "-S", ROOT, "-B", str(build), "-DYYFAST_WITH_TORCH=OFF", f"-DPython3_EXECUTABLE={sys.executable}"]
     nvcc = _nvcc()
@@ -31,15 +31,16 @@ def test_cmake_math_and_ctest(tmp_path):
         configure.append("-DCMAKE_CUDA_COMPILER=")  # no CUDA: the device-code target is left out
     start = time.perf_counter()
     subprocess.run(configure, check=True, capture_output=True, text=True)
-    targets = ["yyfast_math_test", "yyfast_span_bench"] + (["yyfast_math_device"] if nvcc else [])
+    targets = ["yyfast_math_test", "yyfast_span_bench", "yyfast_emu_driver"] + (["yyfast_math_device"] if nvcc else [])
     for target in targets:
         res = subprocess.run(["cmake", "--build", str(build), "--target", target, "-j", "2"], capture_output=True,
                              text=True)
         assert res.returncode == 0, f"building {target} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
     res = subprocess.run(["ctest", "--test-dir", str(build), "--output-on-failure"], capture_output=True, text=True)
     assert res.returncode == 0, f"ctest failed:\n{res.stdout[-4000:]}"
-    assert "shared_math" in res.stdout and "span_kernels" in res.stdout and "100% tests passed" in res.stdout, \
-        res.stdout
+    for name in ("shared_math", "span_kernels", "cuda_emu_kernels", "cuda_emu_faults", "cuda_emu_global_oob"):
+        assert name in res.stdout, res.stdout
+    assert "100% tests passed" in res.stdout, res.stdout
     print(f"cmake build + ctest: {time.perf_counter() - start:.1f} s")
 
 

@@ -126,8 +126,9 @@ def test_bad_data_path_is_a_clear_error(tmp_path, capsys):
 
 
 def test_bad_options_are_clear_errors(tiny_cifar, tmp_path, capsys):
-    assert main(_args(tiny_cifar, tmp_path / "a", "--epochs", "1", "--sync-bn", "--device", "cpu")) == 2
-    assert "--sync-bn needs CUDA" in capsys.readouterr().err
+    # The standard ImageNet augmentation runs per image in DataLoader workers: not on the decoded cache.
+    assert main(_args(tiny_cifar, tmp_path / "a", "--epochs", "1", "--recipe", "imagenet")) == 2
+    assert "--recipe imagenet augments each image in DataLoader workers" in capsys.readouterr().err
     # One image and a batch of 64: not even a batch of 2 to train BatchNorm on.
     assert main(_args(tiny_cifar, tmp_path / "b", "--epochs", "1", "--subset-train", "1")) == 2
     assert "larger than the training set" in capsys.readouterr().err

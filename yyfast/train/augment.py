@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+from ..config import NORMALIZE_MEAN as CIFAR10_MEAN
+from ..config import NORMALIZE_STD as CIFAR10_STD
 
 
 class BatchAugment:

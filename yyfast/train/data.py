@@ -14,8 +14,8 @@ A subset (``subset=N``) is the first N images of a split, balanced over the clas
 "first" images of a class are those with the smallest file names (the order of the batches for
 the CIFAR python format), so a folder tree and its tarball give the same subset.
 
-Images whose size is not ``image_size`` x ``image_size`` are resized (shorter side to
-``image_size``, bilinear) and centre-cropped: simple, and enough for an ImageNet-like folder.
+Images whose size is not ``image_size`` x ``image_size`` are resized to it (bilinear, a stretch:
+the paper recipe's evaluation geometry, ``yyfast.preprocess``, as the authors' ImageNet script).
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class Dataset:
     classes: List[str]
     source: str
     layout: str
+    fingerprint: Optional[Dict[str, object]] = None  # the source's content (``fingerprint.py``), when known
 
 
 def detect_layout(path: str) -> str:
@@ -117,16 +118,11 @@ def decode_image(data: bytes, image_size: int, what: str) -> np.ndarray:
 
 
 def _to_square(img, size: int) -> np.ndarray:
-    from PIL import Image
+    """The evaluation geometry of the paper recipe (``yyfast.preprocess``: a stretch to S x S, as the
+    authors' ``Resize((224, 224))``), the one ``predict`` and ``evaluate`` use too."""
+    from ..preprocess import eval_array, preprocessing
 
-    w, h = img.size
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    return eval_array(img, preprocessing("", "paper", image_size=size))
 
 
 def _decode_all(items: Sequence[Tuple[bytes, int, str]], image_size: int, desc: str, progress) -> Split:
@@ -300,9 +296,25 @@ class _Desc:
 
 
 # --- CIFAR-10 python batches ------------------------------------------------------------------
+#: What a CIFAR batch pickles to: dicts, lists, bytes, ints, and numpy arrays. A pickle naming any
+#: other global is refused before anything is called, so a crafted "batch" cannot run code.
+_CIFAR_PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds; "
+                                         "refusing to load it")
+        if module == "numpy.core.multiarray":  # written by numpy 1.x; numpy 2 moved it (and warns on the old name)
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
 def _unpickle(blob: bytes, what: str) -> dict:
     try:
-        d = pickle.loads(blob, encoding="bytes")
+        d = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except Exception as exc:
         raise DatasetError(f"{what} is not a CIFAR-10 python batch (pickle failed: {exc})") from exc
     if not isinstance(d, dict):

@@ -18,17 +18,20 @@ from .. import __version__ as yyfast_version
 from .. import create_model
 from ..availability import resolve_device
 from ..config import get_config
+from ..preprocess import preprocessing
+from ..sync_bn import convert_sync_batchnorm
 from . import distributed as dist_utils
-from .augment import CIFAR10_MEAN, CIFAR10_STD, BatchAugment
-from .cache import load_dataset
-from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, remove_stale_temp_files, rng_state,
+                         save_checkpoint, set_rng_state)
 from .ema import ModelEMA
-from .engine import evaluate, steps_per_epoch, train_one_epoch
+from .engine import evaluate_batches, train_batches
+from .fingerprint import describe as describe_fingerprint
 from .plot import plot_curves
+from .sources import make_source
 from .recipe import build_optimizer, build_scheduler, choose_precision, current_lr, update_weight_decay
 
-CHECKPOINT_FORMAT = "yyfast-train-1"
+#: 2: plain types only (RNG states as tensors/lists), the data's fingerprint and image counts.
+CHECKPOINT_FORMAT = "yyfast-train-2"
 MODEL_OPTIONS = ("act", "fusion", "se_gate", "yin_input", "head_dropout", "mbconv_dropout")
 
 
@@ -37,6 +40,19 @@ def model_options(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
     if get_config(args.model).num_classes != num_classes:
         opts["num_classes"] = num_classes  # the head follows the dataset's classes
     return opts
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """A ``ValueError`` naming the reason when an explicitly requested ``--backend`` cannot run on ``device``."""
+    if backend == "auto":
+        return
+    from ..availability import backends
+
+    info = backends()[backend]
+    if device.type not in info["devices"]:
+        usable = ", ".join(n for n, i in backends().items() if device.type in i["devices"])
+        raise ValueError(f"--backend {backend} cannot run on {device.type}: {info['reason'] or 'not available'} "
+                         f"Backends that run here: auto, {usable}")
 
 
 def build_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
@@ -112,53 +128,99 @@ def train(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]] = None,
         dist_utils.shutdown(world)
 
 
+def make_out_dir(out: str) -> List[str]:
+    """Create ``out`` (and missing parents); returns the folders created. ``ValueError`` if it cannot be."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is a file, not a folder; choose a folder for the run's outputs")
+    missing, parent = [], os.path.abspath(out)
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out!r} cannot be created: {exc.strerror or exc}") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out!r} is not writable")
+    return missing
+
+
+def remove_if_empty(folders: List[str]) -> None:
+    """Undo ``make_out_dir`` after a failed start: the folders it created, deepest first, if still empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty (something was written) or already gone: keep it
+
+
 def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
     out = args.out
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
     if checkpoint is None and os.path.exists(ckpt_path):
         raise ValueError(f"--out {out!r} already holds {CHECKPOINT_NAME}: pass --resume to continue that run, "
                          "or choose another --out")
+    created = make_out_dir(out) if world.is_main else []
+    try:
+        return _run(args, checkpoint, world, device, log)
+    except BaseException:
+        remove_if_empty(created)  # a data or option error leaves no empty --out behind
+        raise
+
+
+def _check_same_data(checkpoint, dataset, num_train: int, num_test: int, data: str) -> None:
+    """``dataset``: anything with ``classes`` and ``fingerprint`` (a ``sources.Source``)."""
+    """``--resume`` continues on the data the run started with, or not at all."""
+    saved_fp = checkpoint.get("data_fingerprint")
+    if saved_fp is None:
+        return  # a checkpoint from before fingerprints: nothing to compare
+    what = f"--resume: --data {data!r} is not the data this run was trained on"
+    if list(checkpoint.get("classes", [])) != list(dataset.classes):
+        raise ValueError(f"{what}: classes {', '.join(dataset.classes[:5])}... differ from the checkpoint's "
+                         f"{', '.join(list(checkpoint['classes'])[:5])}...")
+    counts = (checkpoint.get("num_train"), checkpoint.get("num_test"))
+    if counts != (num_train, num_test):
+        raise ValueError(f"{what}: {num_train} train / {num_test} test images, the checkpoint's had "
+                         f"{counts[0]} / {counts[1]}")
+    if saved_fp != dataset.fingerprint:
+        raise ValueError(f"{what}: its content ({describe_fingerprint(dataset.fingerprint)}) differs from the "
+                         f"checkpoint's ({describe_fingerprint(saved_fp)})")
+
+
+def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
+    out = args.out
     if args.batch_size % world.size:
         raise ValueError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the "
                          f"number of processes ({world.size})")
-    if args.sync_bn and device.type != "cuda":
-        raise ValueError("--sync-bn needs CUDA devices (torch's SyncBatchNorm trains only on GPUs); drop it on the CPU")
+    check_backend(args.backend, device)
     if world.is_main:
-        os.makedirs(out, exist_ok=True)
+        for path in remove_stale_temp_files(out):  # left by a run killed while writing (kill -9)
+            log(f"removed {path}, a temporary file of an interrupted write")
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    # --- data: rank 0 decodes and caches first, the others then read the cache -------------
+    # --- data: the decoded cache on the device, or streamed files (sources.py) -------------
     progress = _progress_factory(args, world)
-    subsets = {"train": args.subset_train, "test": args.subset_test}
-    load = functools.partial(load_dataset, args.data, ("train", "test"), subsets, args.image_size,
-                             cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=progress, log=log)
-    if world.is_main:
-        dataset = load()
-    dist_utils.barrier(world)
-    if not world.is_main:
-        dataset = load()
-    train_x = torch.from_numpy(dataset.splits["train"].images).to(device)
-    train_y = torch.from_numpy(dataset.splits["train"].labels).to(device)
-    test_x = torch.from_numpy(dataset.splits["test"].images).to(device)
-    test_y = torch.from_numpy(dataset.splits["test"].labels).to(device)
-    classes = dataset.classes
-    log(f"data: {dataset.layout} {dataset.source}: {len(train_y)} train / {len(test_y)} test images, "
-        f"{len(classes)} classes, {args.image_size}x{args.image_size}, on {device}")
+    source = make_source(args, world, device, progress, log)
+    classes = source.classes
+    prep = preprocessing(args.model, args.recipe, args.image_size)
+    if checkpoint is not None:
+        _check_same_data(checkpoint, source, source.num_train, source.num_test, args.data)
+    log(f"data: {source.description}: {source.num_train} train / {source.num_test} test images, "
+        f"{len(classes)} classes, {args.image_size}x{args.image_size}")
 
     # --- model and recipe ---------------------------------------------------------------------
     raw_model = build_model(args, len(classes), device)
     if args.sync_bn and world.distributed:
-        # Note: the fused MBConv spans compute their own batch statistics (not through the
-        # BatchNorm module), so only the reference backend syncs those spans' statistics.
-        raw_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
+        # Every BatchNorm, the fused spans' included, on any device (yyfast.sync_bn).
+        raw_model = convert_sync_batchnorm(raw_model)
     precision = choose_precision(args.amp, device)
-    steps = steps_per_epoch(len(train_y), args.batch_size, world)
+    steps = source.steps(args.batch_size)
     if steps < 1:
         raise ValueError(f"--batch-size {args.batch_size} is larger than the training set per process "
-                         f"({len(train_y) // world.size} images)")
+                         f"({source.num_train // world.size} images)")
     total_steps = steps * args.epochs
     optimizer = build_optimizer(raw_model.parameters(), args.lr, args.wd_factor)
     scheduler = build_scheduler(optimizer, args.lr, total_steps)
@@ -187,15 +249,13 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
             raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         model = torch.compile(model)
-    augment = BatchAugment(crop=args.image_size, padding=4, brightness=0.01, mean=CIFAR10_MEAN, std=CIFAR10_STD,
-                           channels_last=args.channels_last)
     n_params = sum(p.numel() for p in raw_model.parameters())
     log(f"model {args.model} ({n_params:,} parameters, backend {args.backend}), {precision.name}, "
         f"{world.size} process(es), {args.epochs} epochs x {steps} steps, batch {args.batch_size}, max lr {args.lr}")
 
     def summary(elapsed):
-        return make_summary(args, history, raw_model, classes, device, precision, world, len(train_y), len(test_y),
-                            elapsed)
+        return make_summary(args, history, raw_model, classes, device, precision, world, source.num_train,
+                            source.num_test, elapsed)
 
     def write_outputs(elapsed):
         atomic_write_text(os.path.join(out, "metrics.jsonl"),
@@ -210,18 +270,18 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
     stop = args.epochs if args.stop_after_epochs is None else min(args.epochs, args.stop_after_epochs)
     run_start = time.perf_counter()
     for epoch in range(start_epoch, stop):
-        result = train_one_epoch(model, raw_model, train_x, train_y, augment, optimizer, scheduler, scaler, precision,
-                                 ema, epoch=epoch, seed=args.seed, batch_size=args.batch_size,
-                                 first_step=epoch * steps, clip_norm=args.clip, world=world, progress=progress)
+        result = train_batches(model, raw_model, source.train_batches(epoch), steps, optimizer, scheduler, scaler,
+                               precision, ema, epoch=epoch, first_step=epoch * steps, clip_norm=args.clip,
+                               world=world, device=device, progress=progress)
         weight_decay = update_weight_decay(optimizer, args.wd_factor)
         dist_utils.broadcast_buffers(raw_model, world)
-        test_loss, test_acc = evaluate(raw_model, test_x, test_y, augment, precision, args.eval_batch_size, world,
-                                       progress, desc="test")
+        test_loss, test_acc = evaluate_batches(raw_model, *source.eval_batches(), precision, world, device, progress,
+                                               desc="test")
         ema_model = ema.model() if ema is not None else None
         if ema_model is not None:
             dist_utils.broadcast_buffers(ema_model, world)  # its BN averages came from per-rank statistics
-        ema_loss, ema_acc = (evaluate(ema_model, test_x, test_y, augment, precision, args.eval_batch_size, world,
-                                      progress, desc="test (EMA)") if ema_model is not None else (None, None))
+        ema_loss, ema_acc = (evaluate_batches(ema_model, *source.eval_batches(), precision, world, device, progress,
+                                              desc="test (EMA)") if ema_model is not None else (None, None))
         elapsed = elapsed_before + time.perf_counter() - run_start
         metrics = {"epoch": epoch + 1, "train_loss": result.loss, "train_acc": result.acc,
                    "test_loss": test_loss, "test_acc": test_acc, "ema_test_loss": ema_loss, "ema_test_acc": ema_acc,
@@ -234,11 +294,15 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
             state = {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "args": vars(args),
                      "model": raw_model.state_dict(),
                      "config": raw_model.config.to_dict(), "classes": classes, "image_size": args.image_size,
-                     "normalize": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
+                     "normalize": {"mean": list(prep.mean), "std": list(prep.std)},
+                     "preprocess": {"recipe": prep.recipe, "resize": prep.resize, "crop_pct": prep.crop_pct},
+                     "data_mode": source.mode,
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                      "rng": rng_state(), "history": history, "elapsed_s": elapsed,
-                     "yyfast_version": yyfast_version, "torch_version": torch.__version__}
+                     "data_fingerprint": source.fingerprint, "num_train": source.num_train,
+                     "num_test": source.num_test,
+                     "yyfast_version": yyfast_version, "torch_version": str(torch.__version__)}
             save_checkpoint(os.path.join(out, CHECKPOINT_NAME), state)
             write_outputs(elapsed)
         dist_utils.barrier(world)
