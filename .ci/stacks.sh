@@ -2,9 +2,10 @@
 # CI's other torch/Triton stacks (.ci/stacks.txt), after .ci/run has proven the pinned one.
 # Each stack gets a fresh copy of the working tree (the editable build writes yyfast/_C*.so into the
 # source tree, so stacks must not share one) with its own .venv, installed with the README's
-# <!-- ci:install --> commands verbatim; only requirements.txt's torch pin is changed and a Triton pin
-# added. Then SUBSET below runs, and .ci/stack_result.py writes .ci/results/<name>.json (versions,
-# install and test seconds, pytest counts), which .ci/versions_table.py renders into README.md.
+# <!-- ci:install --> commands verbatim; only requirements.txt's torch pin is changed, a Triton pin
+# added and torchvision's pin set to the stack's (see .ci/stacks.txt). Then SUBSET below runs, and
+# .ci/stack_result.py writes .ci/results/<name>.json (versions, install and test seconds, pytest
+# counts), which .ci/versions_table.py renders into README.md.
 #
 #   bash .ci/stacks.sh [NAME...]        default: every stack in .ci/stacks.txt
 #
@@ -40,11 +41,11 @@ fi
 work=${YYFAST_STACKS_DIR:-$(mktemp -d /tmp/yyfast-stacks.XXXXXX)}
 mkdir -p "$work" .ci/results
 
-run_stack() {  # run_stack NAME PYTHON TORCH TRITON
-  local name=$1 py=$2 torch=$3 triton=$4
+run_stack() {  # run_stack NAME PYTHON TORCH TRITON TORCHVISION
+  local name=$1 py=$2 torch=$3 triton=$4 vision=$5
   local dir="$work/$name" t0 t1 t2 rc=0
   rm -rf "$dir" && mkdir -p "$dir/src" "$dir/bin"
-  echo "== stack $name: Python $py, torch $torch, Triton $triton (in $dir) =="
+  echo "== stack $name: Python $py, torch $torch, Triton $triton, torchvision $vision (in $dir) =="
   # The working tree as it is, tracked and untracked-but-not-ignored files (no .venv, no build).
   git ls-files -co --exclude-standard -z | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$dir/src"
   local commit
@@ -52,6 +53,11 @@ run_stack() {  # run_stack NAME PYTHON TORCH TRITON
   sed -i -E "s/^torch==.*/torch==$torch/" "$dir/src/requirements.txt"
   grep -qx "torch==$torch" "$dir/src/requirements.txt" || { echo "stacks: requirements.txt has no torch== pin to change" >&2; return 1; }
   echo "triton==$triton" >> "$dir/src/requirements.txt"
+  if [ "$vision" = - ]; then   # no torchvision for this torch: leave it, and timm which needs it, out
+    sed -i -E '/^(torchvision|timm)([<>=!~ ;[]|$)/d' "$dir/src/requirements.txt"
+  else
+    sed -i -E "s/^torchvision==.*/torchvision==$vision/" "$dir/src/requirements.txt"
+  fi
   # The README says python3; the stack's Python answers to that name while the venv is made (the
   # interpreter itself: a pyenv shim linked as python3 would pick its python3, not python$py).
   local exe
@@ -61,6 +67,7 @@ run_stack() {  # run_stack NAME PYTHON TORCH TRITON
   # newest on its disk); PIP_CONSTRAINT in the environment takes precedence over config files, so
   # for these pip calls only the stack's own pins constrain, and nothing on the system changes.
   printf 'torch==%s\ntriton==%s\n' "$torch" "$triton" > "$dir/constraints.txt"
+  [ "$vision" = - ] || echo "torchvision==$vision" >> "$dir/constraints.txt"
 
   t0=$(date +%s)
   (cd "$dir/src" && PATH="$dir/bin:$PATH" PIP_CONSTRAINT="$dir/constraints.txt" \
@@ -98,10 +105,10 @@ print('   built:', 'torch', torch.__version__, 'CUDA', torch.version.cuda, 'trit
 }
 
 failed=() ran=()
-while read -r name py torch triton _; do
+while read -r name py torch triton vision _; do
   [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx "$name" || continue
   ran+=("$name")
-  run_stack "$name" "$py" "$torch" "$triton" < /dev/null || failed+=("$name")
+  run_stack "$name" "$py" "$torch" "$triton" "$vision" < /dev/null || failed+=("$name")
 done <<< "$stacks"
 [ -n "${YYFAST_STACKS_DIR:-}" ] || rmdir "$work" 2>/dev/null || true   # empty when every stack passed
 [ ${#failed[@]} -eq 0 ] || { echo "stacks: FAILED: ${failed[*]} (kept in $work)" >&2; exit 1; }
