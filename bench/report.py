@@ -140,17 +140,18 @@ def render(results_dir: Path) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def splice(readme_text: str, section: str) -> str:
-    """``readme_text`` with everything between the markers replaced by ``section``."""
-    starts, ends = readme_text.count(START), readme_text.count(END)
+def splice(readme_text: str, section: str, start: str = START, end: str = END) -> str:
+    """``readme_text`` with everything between the markers ``start`` and ``end`` replaced by ``section``
+    (also used by .ci/versions_table.py for its own markers)."""
+    starts, ends = readme_text.count(start), readme_text.count(end)
     if starts != 1 or ends != 1:
-        raise ReportError(f"README must contain exactly one {START} and one {END} marker "
-                          f"(found {starts} and {ends}); add them where the results section goes")
-    head, rest = readme_text.split(START, 1)
-    if END not in rest:
-        raise ReportError(f"{END} comes before {START} in the README")
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{section.rstrip()}\n{END}{tail}"
+        raise ReportError(f"README must contain exactly one {start} and one {end} marker "
+                          f"(found {starts} and {ends}); add them where the section goes")
+    head, rest = readme_text.split(start, 1)
+    if end not in rest:
+        raise ReportError(f"{end} comes before {start} in the README")
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{section.rstrip()}\n{end}{tail}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -179,14 +179,22 @@ def bn_finalize_kernel(psum_ptr, pm2_ptr, mean_in_ptr, var_in_ptr, gamma_ptr, be
     cmask = offs_c < C
     if TRAINING:
         total = (R // T) * HWo
+        # The row loops are `while` loops, not `for r0 in range(0, R, BLOCK_R)`: Triton 3.6's
+        # interpreter turns the runtime scalar R into a shape-(1,) NumPy array whose int() (what
+        # range() calls) NumPy >= 2.4 refuses ("only 0-dimensional arrays can be converted to Python
+        # scalars"; Triton >= 3.7 squeezes it first), while a loop condition only needs bool(),
+        # which any size-1 array gives. Compiled, both forms visit the same rows in the same order.
         acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-        for r0 in range(0, R, BLOCK_R):
+        r0 = 0
+        while r0 < R:
             rows = r0 + tl.arange(0, BLOCK_R)
             m = (rows < R)[:, None] & cmask[None, :]
             acc += tl.load(psum_ptr + rows.to(tl.int64)[:, None] * C + offs_c[None, :], mask=m, other=0.0)
+            r0 += BLOCK_R
         mean = tl.sum(acc, axis=0) / total
         acc2 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-        for r0 in range(0, R, BLOCK_R):
+        r0 = 0
+        while r0 < R:
             rows = r0 + tl.arange(0, BLOCK_R)
             rmask = rows < R
             m = rmask[:, None] & cmask[None, :]
@@ -196,6 +204,7 @@ def bn_finalize_kernel(psum_ptr, pm2_ptr, mean_in_ptr, var_in_ptr, gamma_ptr, be
             m2 = tl.load(pm2_ptr + off, mask=m, other=0.0)
             dm = s / cnt - mean[None, :]
             acc2 += tl.where(m, m2 + cnt * dm * dm, 0.0)
+            r0 += BLOCK_R
         var = tl.sum(acc2, axis=0) / total
     else:
         mean = tl.load(mean_in_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# CI's other torch/Triton stacks (.ci/stacks.txt), after .ci/run has proven the pinned one.
+# Each stack gets a fresh copy of the working tree (the editable build writes yyfast/_C*.so into the
+# source tree, so stacks must not share one) with its own .venv, installed with the README's
+# <!-- ci:install --> commands verbatim; only requirements.txt's torch pin is changed, a Triton pin
+# added and torchvision's pin set to the stack's (see .ci/stacks.txt). Then SUBSET below runs, and
+# .ci/stack_result.py writes .ci/results/<name>.json (versions, install and test seconds, pytest
+# counts), which .ci/versions_table.py renders into README.md.
+#
+#   bash .ci/stacks.sh [NAME...]        default: every stack in .ci/stacks.txt
+#
+# YYFAST_STACKS_DIR: where the copies and venvs go (default a new /tmp/yyfast-stacks.*; each stack's
+# 5.6 GB is removed when it passes, kept when it fails). YYFAST_KEEP_STACKS=1 keeps them all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+. .ci/readme_blocks.sh
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The subset every extra stack runs: build and registration, the op proofs of both backends (Triton's
+# in its interpreter, the CUDA ops' C++ CPU twins, opcheck and torch.compile included), a model
+# training step with each, and one CLI round trip (train -> last.pt -> evaluate). Tests marked
+# triton_aot or cuda_emu join by marker (`tests -m`), wherever they live.
+SUBSET=(tests/test_build.py tests/test_backends.py
+        tests/test_triton_dw_bn_act_se.py tests/test_triton_yinyang_fuse.py
+        tests/test_cuda_dw_bn_act_se.py tests/test_cuda_yinyang_fuse.py
+        tests/test_triton_model.py tests/test_cuda_model.py
+        tests/test_evaluate.py::test_json_matches_the_trainers_own_evaluation)
+SUBSET_K="not cmake"        # test_build's CMake/ctest build does not involve torch: the pinned run has it
+MARKED="triton_aot or cuda_emu"
+
+stacks=$(grep -v '^\s*\(#\|$\)' .ci/stacks.txt)
+if [ $# -gt 0 ]; then
+  for want in "$@"; do
+    echo "$stacks" | awk -v n="$want" '$1 == n { f = 1 } END { exit !f }' \
+      || { echo "stacks: unknown stack '$want'; .ci/stacks.txt has: $(echo "$stacks" | awk '{print $1}' | xargs)" >&2; exit 2; }
+  done
+fi
+
+work=${YYFAST_STACKS_DIR:-$(mktemp -d /tmp/yyfast-stacks.XXXXXX)}
+mkdir -p "$work" .ci/results
+
+run_stack() {  # run_stack NAME PYTHON TORCH TRITON TORCHVISION
+  local name=$1 py=$2 torch=$3 triton=$4 vision=$5
+  local dir="$work/$name" t0 t1 t2 rc=0
+  rm -rf "$dir" && mkdir -p "$dir/src" "$dir/bin"
+  echo "== stack $name: Python $py, torch $torch, Triton $triton, torchvision $vision (in $dir) =="
+  # The working tree as it is, tracked and untracked-but-not-ignored files (no .venv, no build).
+  git ls-files -co --exclude-standard -z | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$dir/src"
+  local commit
+  commit="$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes present)')"
+  sed -i -E "s/^torch==.*/torch==$torch/" "$dir/src/requirements.txt"
+  grep -qx "torch==$torch" "$dir/src/requirements.txt" || { echo "stacks: requirements.txt has no torch== pin to change" >&2; return 1; }
+  echo "triton==$triton" >> "$dir/src/requirements.txt"
+  if [ "$vision" = - ]; then   # no torchvision for this torch: leave it, and timm which needs it, out
+    sed -i -E '/^(torchvision|timm)([<>=!~ ;[]|$)/d' "$dir/src/requirements.txt"
+  else
+    sed -i -E "s/^torchvision==.*/torchvision==$vision/" "$dir/src/requirements.txt"
+  fi
+  # The README says python3; the stack's Python answers to that name while the venv is made (the
+  # interpreter itself: a pyenv shim linked as python3 would pick its python3, not python$py).
+  local exe
+  exe=$("python$py" -c 'import sys; print(sys.executable)') || { echo "stacks: no python$py for stack $name" >&2; return 1; }
+  ln -s "$exe" "$dir/bin/python3"
+  # pip reads `constraint` from pip.conf (this machine's /etc/xdg/pip caps torch at 2.14.1, the
+  # newest on its disk); PIP_CONSTRAINT in the environment takes precedence over config files, so
+  # for these pip calls only the stack's own pins constrain, and nothing on the system changes.
+  printf 'torch==%s\ntriton==%s\n' "$torch" "$triton" > "$dir/constraints.txt"
+  [ "$vision" = - ] || echo "torchvision==$vision" >> "$dir/constraints.txt"
+
+  t0=$(date +%s)
+  (cd "$dir/src" && PATH="$dir/bin:$PATH" PIP_CONSTRAINT="$dir/constraints.txt" \
+     bash -euo pipefail -c "$install_cmds") > "$dir/install.log" 2>&1 || rc=$?
+  t1=$(date +%s)
+  echo "   install: rc=$rc $((t1 - t0)) s (log $dir/install.log)"
+  if [ $rc -eq 0 ]; then
+    (cd "$dir/src" && .venv/bin/python -c "
+import torch, triton, yyfast._C as c
+assert torch.__version__.split('+')[0] == '$torch', torch.__version__
+assert triton.__version__ == '$triton', triton.__version__
+assert torch.version.cuda is None or c.cuda_built(), 'CUDA kernels were not compiled'
+print('   built:', 'torch', torch.__version__, 'CUDA', torch.version.cuda, 'triton', triton.__version__, 'CUDA kernels', c.cuda_built())
+") || rc=$?
+  else
+    tail -n 20 "$dir/install.log" | sed 's/^/   | /'
+  fi
+  if [ $rc -eq 0 ]; then
+    (cd "$dir/src" && . .venv/bin/activate && python -m pytest -q -rs -p no:cacheprovider \
+       --junitxml="$dir/subset.xml" -k "$SUBSET_K" "${SUBSET[@]}") || rc=$?
+    local mrc=0
+    (cd "$dir/src" && . .venv/bin/activate && python -m pytest -q -rs -p no:cacheprovider \
+       --junitxml="$dir/marked.xml" -m "$MARKED" tests) || mrc=$?
+    # 5: no test carries those markers (yet); anything else is a result.
+    if [ $mrc -eq 5 ]; then echo "   (no tests marked $MARKED)"; rm -f "$dir/marked.xml"; elif [ $rc -eq 0 ]; then rc=$mrc; fi
+  fi
+  t2=$(date +%s)
+  echo "   tests: rc=$rc $((t2 - t1)) s"
+  if [ -x "$dir/src/.venv/bin/python" ]; then
+    YYFAST_CI_COMMIT="$commit" "$dir/src/.venv/bin/python" .ci/stack_result.py --name "$name" --tests subset --rc "$rc" \
+      --install-s $((t1 - t0)) --test-s $((t2 - t1)) --out ".ci/results/$name.json" "$dir"/*.xml
+  fi
+  if [ $rc -eq 0 ] && [ "${YYFAST_KEEP_STACKS:-0}" != 1 ]; then rm -rf "$dir"; fi
+  return $rc
+}
+
+failed=() ran=()
+while read -r name py torch triton vision _; do
+  [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx "$name" || continue
+  ran+=("$name")
+  run_stack "$name" "$py" "$torch" "$triton" "$vision" < /dev/null || failed+=("$name")
+done <<< "$stacks"
+[ -n "${YYFAST_STACKS_DIR:-}" ] || rmdir "$work" 2>/dev/null || true   # empty when every stack passed
+[ ${#failed[@]} -eq 0 ] || { echo "stacks: FAILED: ${failed[*]} (kept in $work)" >&2; exit 1; }
+echo "== stacks passed: ${ran[*]} =="
