@@ -21,6 +21,12 @@ torch, so it does not reach a kernel), NCHW and channels_last inputs.
 """
 from __future__ import annotations
 
+import os
+
+# The kernels must be imported as compilable JITFunctions, not as the interpreter's functions.
+if __name__ == "__main__":
+    os.environ["TRITON_INTERPRET"] = "0"
+
 import argparse
 import contextlib
 import dataclasses
@@ -73,6 +79,10 @@ def recording():
     from triton.runtime.jit import JITFunction
 
     launches: List[Launch] = []
+    from yyfast.kernels import dw_bn_act_se
+    if not isinstance(dw_bn_act_se.dw_stats_kernel, JITFunction):
+        raise RuntimeError("the Triton kernels were imported under TRITON_INTERPRET=1 (interpreter functions, "
+                           "not compilable); run with TRITON_INTERPRET=0")
 
     def getitem(kernel, grid):
         def record(*args, **meta):
@@ -268,7 +278,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--subset", choices=("all", "representative", "cover"), default="all",
                    help="all distinct specialisations (default); one per kernel, constants and argument "
                         "types; or the small cover the tests compile")
-    p.add_argument("--json", help="write the list of compiled specialisations and timings here")
+    p.add_argument("--quick", action="store_true",
+                   help="drive one batch size per mode (64 train, 1024 eval): fewer divisibility variants, "
+                        "the same kernels and constants (what the tests use with --subset cover)")
+    p.add_argument("--json", help="write the list of compiled specialisations here")
     args = p.parse_args(argv)
     try:
         archs = [int(a) for a in args.arch.split(",")]
@@ -276,7 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"triton_aot.py: error: --arch {args.arch!r} is not valid; use e.g. 80,90", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    launches = record_launches()
+    batches = dict(train_batches=(64,), eval_batches=(1024,)) if args.quick else {}
+    launches = record_launches(**batches)
     specs = distinct(launches)
     if args.subset == "representative":
         specs = representative(specs)
@@ -289,7 +303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         t1 = time.perf_counter()
         for spec in specs:
             ck = compile_spec(spec, arch)
-            rows.append({"arch": arch, "kernel": spec.short(), "key": spec.key(), **resources(ck)})
+            rows.append({"arch": arch, "name": spec.name, "kernel": spec.short(), "key": spec.key(),
+                         "cubin_bytes": len(ck.asm["cubin"]), **resources(ck)})
         print(f"sm_{arch}: {len(specs)} compiled in {time.perf_counter() - t1:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
