@@ -304,6 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for spec in specs:
             ck = compile_spec(spec, arch)
             rows.append({"arch": arch, "name": spec.name, "kernel": spec.short(), "key": spec.key(),
+                         "dtypes": sorted({t[1:] for t in spec.signature.values() if t.startswith("*")}),
                          "cubin_bytes": len(ck.asm["cubin"]), **resources(ck)})
         print(f"sm_{arch}: {len(specs)} compiled in {time.perf_counter() - t1:.1f} s")
     if args.json:

@@ -140,3 +140,21 @@ def test_fullgraph_compile_uses_the_checked_backend(monkeypatch):
     with pytest.warns(RuntimeWarning, match="failed its self-check"):
         y = fn(*args)
     torch.testing.assert_close(y, _call_span("reference", args, training=False))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("training,stride", [(True, 1), (False, 2)])
+def test_no_false_alarm_on_a_correct_backend(dtype, training, stride):
+    """The tolerances pass correct kernels in every dtype (here the C++ twins of the CUDA kernels)."""
+    cpu = torch.device("cpu")
+    assert self_check._run_check("cuda", "dw_bn_act_se", cpu, dtype, training, (stride, "silu", "hardsigmoid")) is None
+    assert self_check._run_check("cuda", "yinyang_fuse", cpu, dtype, True, (1.0, 1.0, 0.5)) is None
+
+
+def test_triton_backend_runs_through_the_check():
+    """The same check drives the Triton ops (here in the interpreter, as on a GPU)."""
+    if "cpu" not in backends()["triton"]["devices"]:
+        pytest.skip("Triton cannot run on CPU tensors here (needs TRITON_INTERPRET=1)")
+    cpu = torch.device("cpu")
+    assert self_check._run_check("triton", "dw_bn_act_se", cpu, torch.float32, True, (2, "gelu", "sigmoid")) is None
+    assert self_check._run_check("triton", "yinyang_fuse", cpu, torch.float32, True, (1.0, 0.0, 0.0)) is None
