@@ -109,6 +109,17 @@ def test_a_correct_backend_passes_silently():
     assert [c[0] for c in calls] == ["cuda", "cuda"]  # checked (once per dtype), and kept
 
 
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_check_runs_backward_under_no_grad_and_inference_mode(context):
+    args = _span_args(training=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with context():
+            y = _call_span("auto", args, training=False)
+    torch.testing.assert_close(y, _call_span("reference", args, training=False), rtol=1e-4, atol=1e-5)
+    assert self_check._RESULTS and all(v is None for v in self_check._RESULTS.values())
+
+
 def test_explicit_backend_is_never_replaced(monkeypatch):
     _wrong_numbers(monkeypatch)
     args = _span_args()

@@ -66,7 +66,9 @@ def _eager():
         from torch._subclasses.fake_tensor import unset_fake_temporarily
     except ImportError:  # pragma: no cover - older torch
         unset_fake_temporarily = contextlib.nullcontext
-    with unset_fake_temporarily(), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+    # inference_mode(False): under inference mode, enable_grad alone still makes inference tensors,
+    # which autograd refuses, and the check would fail a correct backend.
+    with unset_fake_temporarily(), torch.inference_mode(False), torch.enable_grad():
         yield
 
 
