@@ -11,10 +11,15 @@ thread (register spills land here: 0 means no spills), ``SHARED`` static shared 
 """
 from __future__ import annotations
 
+import os
+
+# The Triton kernels must be imported as compilable JITFunctions, not as the interpreter's functions.
+if __name__ == "__main__":
+    os.environ["TRITON_INTERPRET"] = "0"
+
 import argparse
 import glob
 import json
-import os
 import re
 import shutil
 import subprocess
