@@ -153,7 +153,7 @@ def test_fullgraph_compile_uses_the_checked_backend(monkeypatch):
     torch.testing.assert_close(y, _call_span("reference", args, training=False))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("training,stride", [(True, 1), (False, 2)])
 def test_no_false_alarm_on_a_correct_backend(dtype, training, stride):
     """The tolerances pass correct kernels in every dtype (here the C++ twins of the CUDA kernels)."""

@@ -36,7 +36,7 @@ _RESULTS: Dict[Tuple, Optional[str]] = {}
 #: Allowed |fused - reference| <= ATOL + RTOL * max|reference|, per dtype: a bug (a wrong tile,
 #: a missed tap, a swapped stride) is O(1) relative; rounding is ~1e-6 (fp32), ~1e-3 (fp16),
 #: ~1e-2 (bf16) relative, amplified a few times by BatchNorm's normalisation.
-_TOL = {torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 8e-2}
+_TOL = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 8e-2}
 
 
 def mode() -> str:
@@ -77,7 +77,7 @@ def _close(name: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype)
     want = want.detach().to(torch.float64)
     if got.shape != want.shape:
         raise AssertionError(f"{name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
-    tol = _TOL.get(dtype, 1e-6)
+    tol = _TOL[dtype]
     err = (got - want).abs().max().item() if got.numel() else 0.0
     scale = want.abs().max().item() if want.numel() else 0.0
     if not (err <= tol * (1.0 + scale)):  # also catches NaN
@@ -162,8 +162,6 @@ def checked_backend(first: str, candidates, op: str, device: str, dtype: str, tr
     if not applies(dev):
         return first
     dt = getattr(torch, dtype.replace("torch.", ""))
-    if dt not in _TOL:  # float64 runs only on the reference
-        return first
     order = list(candidates)
     for name in order[order.index(first):] if first in order else [first]:
         if name == "reference":
