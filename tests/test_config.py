@@ -49,7 +49,7 @@ def test_paper_defaults():
     ("channel_step", -1, "non-negative"),
     ("head_dropout", 1.5, "[0, 1)"),
     ("mbconv_dropout", -0.1, "[0, 1)"),
-    ("num_classes", 0, "positive integer"),
+    ("num_classes", -1, "non-negative integer"),  # 0 is timm's "no classifier"
 ])
 def test_bad_options_name_the_option(option, value, needle):
     with pytest.raises(ValueError) as exc:

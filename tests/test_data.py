@@ -239,3 +239,17 @@ def test_bad_arguments_name_themselves(tmp_path):
         read_dataset(str(root), image_size=2)
     with pytest.raises(ValueError, match="splits"):
         read_dataset(str(root), splits=("valid",))
+
+
+def test_cifar_batches_are_unpickled_with_numpy_arrays_only():
+    """The official batches were pickled by numpy 1.x (``numpy.core.multiarray``); they still read, and a
+    batch naming any other global is refused before it is called."""
+    from yyfast.train.data import _unpickle
+
+    blob = pickle.dumps({b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), b"labels": [0, 1]}, protocol=2)
+    numpy1 = blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert numpy1 != blob
+    d = _unpickle(numpy1, "data_batch_1")
+    assert d[b"data"].tolist() == [[0, 1, 2], [3, 4, 5]] and d[b"labels"] == [0, 1]
+    with pytest.raises(DatasetError, match=r"data_batch_1 is not a CIFAR-10 python batch.*os\.system"):
+        _unpickle(b"cos\nsystem\n(S'true'\ntR.", "data_batch_1")

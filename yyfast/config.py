@@ -73,11 +73,12 @@ class YYNetConfig:
 
     def validate(self) -> None:
         for key in ("yy_width", "yy_mbconvs", "sp_stages", "sp_mbconvs", "head_width",
-                    "num_classes", "in_chans", "expansion", "se_reduction"):
+                    "in_chans", "expansion", "se_reduction"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key}={value!r} is not valid; it must be a positive integer")
-        for key in ("channel_step", "sp_stage_step"):
+        # num_classes=0: no classifier, the model returns the head's pre-logits (timm's convention)
+        for key in ("channel_step", "sp_stage_step", "num_classes"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key}={value!r} is not valid; it must be a non-negative integer")
@@ -110,6 +111,19 @@ class YYNetConfig:
     def sp_stage_widths(self, stage: int) -> Tuple[int, ...]:
         base = (self.sp_width if self.sp_width is not None else self.branch_widths()[-1]) + stage * self.sp_stage_step
         return tuple(base + i * self.channel_step for i in range(self.sp_mbconvs + 1))
+
+    def single_path_blocks(self) -> Tuple[Tuple[str, int, int, int], ...]:
+        """``(kind, c_in, c_out, stride)`` of every single-path block in order, kind ``residual`` or
+        ``mbconv``: each stage is a stride-2 Residual then ``sp_mbconvs`` MBConvs (the first with
+        stride 2 when ``extra_sp_stride``)."""
+        blocks, c_prev = [], self.branch_widths()[-1]
+        for s in range(self.sp_stages):
+            widths = self.sp_stage_widths(s)
+            blocks.append(("residual", c_prev, widths[0], 2))
+            for k in range(self.sp_mbconvs):
+                blocks.append(("mbconv", widths[k], widths[k + 1], 2 if (k == 0 and self.extra_sp_stride) else 1))
+            c_prev = widths[-1]
+        return tuple(blocks)
 
     def mbconv_widths(self) -> Tuple[int, ...]:
         widths = list(self.branch_widths()[1:])
@@ -145,11 +159,12 @@ PRESETS: Dict[str, YYNetConfig] = {
     "yynet_small_32": _small(32),
     "yynet_small_64": _small(64),
     # Authors' ImageNet script: GELU, hardsigmoid SE gate, red Yin input, gate_sub fusion,
-    # 2 channels added per MBConv, 4 single-path stages from 64 channels, no extra SP stride.
+    # 2 channels added per MBConv, 4 single-path stages from 64 channels, no extra SP stride, and
+    # the MBConv input BN computed but its output discarded (the script that produced 66.49%).
     "yynet_imagenet": YYNetConfig(
         name="yynet_imagenet", yy_width=16, channel_step=2, sp_width=64, sp_stage_step=2, sp_stages=4,
         extra_sp_stride=False, head_width=500, num_classes=1000, act="gelu", se_gate="hardsigmoid",
-        yin_input="red", fusion="gate_sub"),
+        yin_input="red", fusion="gate_sub", discard_mbconv_input_bn=True),
 }
 
 #: Exact parameter counts (the acceptance oracle from the spec).
@@ -159,6 +174,13 @@ PARAMETER_COUNTS = {"yynet_small_16": 52_882, "yynet_small_32": 191_330,
 #: Input resolution each preset was designed for (C, H, W).
 INPUT_SIZES = {"yynet_small_16": (3, 32, 32), "yynet_small_32": (3, 32, 32),
                "yynet_small_64": (3, 32, 32), "yynet_imagenet": (3, 224, 224)}
+
+#: The normalisation every preset is trained and evaluated with (``python -m yyfast.train``,
+#: ``yyfast.predict``): the CIFAR-10 statistics, for ``yynet_imagenet`` too (YYNET.md: "Resize 224,
+#: same crop/flip/normalize"). Images that are not square at that size are resized, shorter side
+#: first (bilinear), and centre-cropped: timm's ``crop_pct=1.0``, ``interpolation="bilinear"``.
+NORMALIZE_MEAN = (0.4914, 0.4822, 0.4465)
+NORMALIZE_STD = (0.2023, 0.1994, 0.2010)
 
 
 def list_models() -> list:

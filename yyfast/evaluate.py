@@ -16,17 +16,20 @@ import torch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m yyfast.evaluate",
+    from .train.cli import positive_int
+
+    p = argparse.ArgumentParser(prog="python -m yyfast.evaluate", allow_abbrev=False,
                                 description="Accuracy and loss of a yyfast.train checkpoint (raw and EMA).")
     p.add_argument("checkpoint", help="a checkpoint written by python -m yyfast.train (e.g. runs/x/last.pt)")
     p.add_argument("--data", required=True, help="image-folder tree, its .tar.gz, or cifar-10-batches-py")
-    p.add_argument("--subset-test", type=int, default=None, metavar="N",
+    p.add_argument("--subset-test", type=positive_int, default=None, metavar="N",
                    help="the first N test images, balanced over classes")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--backend", default="auto", choices=("reference", "triton", "cuda", "auto"))
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
-    p.add_argument("--image-size", type=int, default=None, help="default: the size the checkpoint was trained at")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="default: the size the checkpoint was trained at")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -56,17 +59,22 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
     from .train.cache import load_dataset
     from .train.checkpoint import load_checkpoint
     from .train.engine import evaluate
+    from .train.loop import check_backend
     from .availability import resolve_device
     from .train.recipe import choose_precision
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is not valid; it must be a positive integer")
-    ckpt = load_checkpoint(path)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8):
+        raise ValueError(f"image_size={image_size!r} is not valid; it must be an integer >= 8 or None (the size "
+                         "the checkpoint was trained at)")
+    ckpt = load_checkpoint(path)  # weights_only: no code in the file can run
     if not isinstance(ckpt, dict) or not {"model", "config", "classes"} <= set(ckpt):
         raise ValueError(f"checkpoint {path!r} is not a yyfast.train checkpoint (expected the keys model, config, "
                          "classes)")
     dev = resolve_device(device)
-    size = int(image_size or ckpt.get("image_size") or 32)
+    check_backend(backend, dev)
+    size = int(image_size if image_size is not None else ckpt.get("image_size") or 32)
     dataset = load_dataset(data, ("test",), {"test": subset_test}, size, cache_dir=cache_dir, use_cache=use_cache,
                            progress=progress, log=log or (lambda *a, **k: None))
     split = dataset.splits["test"]
@@ -76,7 +84,10 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
     norm = ckpt.get("normalize") or {}
     augment = BatchAugment(crop=size, **{k: tuple(v) for k, v in norm.items() if k in ("mean", "std")})
     precision = choose_precision(amp, dev)
-    config = YYNetConfig(**ckpt["config"])
+    try:
+        config = YYNetConfig(**ckpt["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint {path!r} has an invalid model config: {exc}") from exc
     results: Dict[str, Any] = {"checkpoint": path, "epoch": ckpt.get("epoch"), "model": config.name,
                                "data": data, "num_images": int(labels_t.numel()), "device": str(dev),
                                "precision": precision.name}
@@ -89,7 +100,12 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
             results[name] = None
             continue
         model = create_model(config, backend=backend).to(dev)
-        model.load_state_dict(models[name])
+        try:
+            model.load_state_dict(models[name])
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()
+            raise ValueError(f"checkpoint {path!r}: its {name} weights do not fit its config ({config.name}): "
+                             f"{' '.join(first[1:2] or first[:1]).strip()[:300]}") from exc
         loss, acc = evaluate(model, images_t, labels_t, augment, precision, batch_size, progress=progress,
                              desc=f"eval {name}")
         results[name] = {"loss": loss, "acc": acc}

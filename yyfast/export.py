@@ -85,6 +85,22 @@ def check_onnx(path: str, model: nn.Module, input_shape, batches: List[int], tol
     return results
 
 
+def _check_writable(path: str) -> bool:
+    """A clear ``ValueError`` now if ``path`` cannot be written (the exporters bury the cause under dozens of
+    lines); creates its folder. Returns whether an empty file was created at ``path`` by the check."""
+    if os.path.isdir(path):
+        raise ValueError(f"path={path!r} is a folder; pass the .onnx file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        existed = os.path.exists(path)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"path={path!r} cannot be written: {exc.strerror or exc}") from exc
+    return not existed
+
+
 def export_onnx(model: nn.Module, path: str, batch: Optional[int] = None, opset: int = 17, check: bool = True,
                 image_size: Optional[int] = None, exporter: str = "auto") -> Dict[str, Any]:
     """Export the folded ``model`` to ONNX at ``path``; returns a report dict.
@@ -112,7 +128,7 @@ def export_onnx(model: nn.Module, path: str, batch: Optional[int] = None, opset:
         raise ValueError(f"image_size={image_size!r} is not valid; it must be a positive integer")
     input_shape = (batch or 2, cfg.in_chans, size, size)
     x = torch.randn(*input_shape)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    created = _check_writable(path)
     errors, used = [], None
     order = {"auto": ("torchscript", "dynamo"), "torchscript": ("torchscript",), "dynamo": ("dynamo",)}[exporter]
     for name in order:
@@ -123,6 +139,8 @@ def export_onnx(model: nn.Module, path: str, batch: Optional[int] = None, opset:
         except Exception as exc:  # a removed or failing exporter: try the next one
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
     if used is None:
+        if created:
+            os.remove(path)  # the empty file _check_writable made
         raise RuntimeError("ONNX export failed with every exporter:\n" + "\n".join(errors))
     import onnx
 

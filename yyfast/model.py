@@ -15,6 +15,8 @@ from .inference import cpu_fusion
 from .inference.fold import fold_conv_bn, fold_expand
 from .inference.modules import activation
 from .reference import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
+from .sync_bn import SyncBatchNorm2d
+from .timm_interface import YYNetFeatures, translate_timm_kwargs
 
 
 def check_backend(backend: str) -> str:
@@ -43,6 +45,10 @@ class FusedDWBNActSE(DWBNActSE):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "reference":
+            return super().forward(x)
+        if self.training and isinstance(self.bn, SyncBatchNorm2d):
+            # Synchronised statistics need an all-reduce between the statistics and their use, which
+            # the one-call fused kernels have no place for: the composed span runs (yyfast.sync_bn).
             return super().forward(x)
         if self.training and self.drop.p > 0:
             if not FusedDWBNActSE._warned_dropout:
@@ -140,12 +146,13 @@ class YYNet(ReferenceYYNet):
     fastest available according to the committed benchmarks). The state_dict is identical to
     ``yyfast.reference.ReferenceYYNet``'s, so checkpoints load both ways. In eval mode, every
     backend but ``"reference"`` also folds the BatchNorms outside the spans into their
-    convolutions on the fly (``yyfast.eval_fold``); training is unchanged.
+    convolutions on the fly (``yyfast.eval_fold``); training is unchanged. timm's spelling
+    ``drop_rate`` is accepted for ``head_dropout``.
     """
 
     def __init__(self, config: Union[str, YYNetConfig] = "yynet_small_64", backend: str = "auto",
                  **overrides: Any):
-        cfg = get_config(config, **overrides)
+        cfg = get_config(config, **translate_timm_kwargs(overrides))
         super().__init__(cfg, span_cls=FusedDWBNActSE, fusion_cls=FusedYinYangFusion, residual_cls=FusedResidual,
                          mbconv_cls=FusedMBConv)
         self.set_backend(backend)
@@ -162,9 +169,30 @@ class YYNet(ReferenceYYNet):
         return f"name={self.config.name}, backend={self.backend}"
 
 
-def create_model(name: Union[str, YYNetConfig], backend: str = "auto", **overrides: Any) -> YYNet:
-    """timm-style factory: ``create_model("yynet_small_64", backend="cuda", act="silu")``."""
-    return YYNet(name, backend=backend, **overrides)
+def create_model(name: Union[str, YYNetConfig], backend: str = "auto", pretrained: Any = None,
+                 features_only: bool = False, out_indices: Any = None, **overrides: Any) -> torch.nn.Module:
+    """timm-style factory: ``create_model("yynet_small_64", backend="cuda", act="silu")``.
+
+    ``pretrained``: a ``save_pretrained`` folder or a Hugging Face Hub repo id whose weights fit
+    ``name`` with ``overrides`` (``ValueError`` names the first option that differs; a different
+    ``num_classes`` gets a new classifier). ``features_only=True`` returns ``YYNetFeatures``: the
+    feature maps at ``out_indices`` (default all; ``feature_info`` lists them).
+    """
+    if pretrained is True:
+        raise ValueError("pretrained=True: yyfast publishes no weights of its own; pass a folder written by "
+                         "save_pretrained or a Hugging Face Hub repo id")
+    if pretrained:
+        from .hub import load_pretrained
+
+        wanted = get_config(name, **translate_timm_kwargs(overrides))
+        model = load_pretrained(lambda config: YYNet(config, backend=backend), pretrained, wanted=wanted)
+    else:
+        model = YYNet(name, backend=backend, **overrides)
+    if features_only:
+        return YYNetFeatures(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices is only valid with features_only=True")
+    return model
 
 
 __all__ = ["YYNet", "create_model", "list_models", "FusedDWBNActSE", "FusedYinYangFusion", "FusedResidual",

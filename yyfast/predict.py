@@ -27,6 +27,8 @@ import torch
 
 from .availability import resolve_device
 from .convert import strip_prefixes
+from .train.checkpoint import load_checkpoint
+from .train.cli import positive_int
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -103,14 +105,11 @@ def load_model(path: str, model_name: Optional[str] = None, overrides: Optional[
     overrides = dict(overrides or {})
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:
-        try:  # trainer checkpoints carry numpy RNG state and argparse values: full unpickling
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as exc:
-            raise ValueError(f"checkpoint {path!r} is not readable by torch.load ({type(exc).__name__}: {exc})") \
-                from exc
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size={image_size!r} is not valid; it must be a positive integer or None "
+                         "(the model's input size)")
+    # weights_only: the file's pickle may build tensors and plain containers, never call code.
+    ckpt = load_checkpoint(path, map_location)
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"checkpoint {path!r} holds a {type(ckpt).__name__}, not a dict or state_dict")
     if _is_state_dict(ckpt):
@@ -150,7 +149,8 @@ def load_model(path: str, model_name: Optional[str] = None, overrides: Optional[
         classes = list(CIFAR10_CLASSES)
     else:
         classes = [str(k) for k in range(config.num_classes)]
-    size = image_size or meta.get("image_size") or INPUT_SIZES.get(config.name, (3, 32, 32))[1]
+    size = image_size if image_size is not None else (meta.get("image_size")
+                                                      or INPUT_SIZES.get(config.name, (3, 32, 32))[1])
     norm = meta.get("normalize") if isinstance(meta.get("normalize"), Mapping) else {}
     mean = tuple(float(v) for v in norm.get("mean", CIFAR10_MEAN))
     std = tuple(float(v) for v in norm.get("std", CIFAR10_STD))
@@ -235,7 +235,7 @@ def predict(loaded: LoadedModel, files: List[str], batch_size: int = 64, topk: i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m yyfast.predict",
+    p = argparse.ArgumentParser(prog="python -m yyfast.predict", allow_abbrev=False,
                                 description="Class probabilities of a YYNet checkpoint for image files or folders.")
     p.add_argument("checkpoint", help="a yyfast.train checkpoint (last.pt), a yyfast state_dict, or an authors' one")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     p.add_argument("--classes", default=None, metavar="FILE", help="class names, one a line")
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's input size")
+    p.add_argument("--image-size", type=positive_int, default=None, help="default: the model's input size")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
@@ -270,7 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = predict(loaded, files, args.batch_size, args.topk, resolve_device(args.device), args.skip_bad,
                          progress=False if args.no_progress else None)
     except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"python -m yyfast.predict: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"checkpoint": args.checkpoint, "weights": loaded.source, **result}, indent=2))

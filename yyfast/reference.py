@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import YYNetConfig
+from .hub import PretrainedMixin
+from .timm_interface import TimmInterface
 
 #: The authors' truncated-normal correction: the std of a unit normal cut at +-2 std.
 TRUNC_STD_CORRECTION = 0.87962566103423978
@@ -205,19 +207,32 @@ class YinInput(nn.Module):
 
 
 class Head(nn.Module):
-    """``global average pool -> Linear(C->head_width) -> act -> Dropout -> Linear(->classes)``."""
+    """``global average pool -> Linear(C->head_width) -> act -> Dropout -> Linear(->classes)``.
+
+    ``num_classes=0`` has no classifier (``nn.Identity``); ``pre_logits=True`` stops before the
+    dropout and the classifier (timm's ``forward_head`` contract).
+    """
 
     def __init__(self, c_in: int, cfg: YYNetConfig):
         super().__init__()
         self.fc = nn.Linear(c_in, cfg.head_width)
         self.act = make_act(cfg.act)
         self.drop = nn.Dropout(cfg.head_dropout)
-        self.classifier = nn.Linear(cfg.head_width, cfg.num_classes)
+        self.classifier = nn.Linear(cfg.head_width, cfg.num_classes) if cfg.num_classes else nn.Identity()
         _init_main(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.classifier(self.drop(self.act(self.fc(x))))
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.act(self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
+        return x if pre_logits else self.classifier(self.drop(x))
+
+
+def new_classifier(width: int, num_classes: int) -> nn.Module:
+    """A freshly initialised ``Linear(width -> num_classes)``; ``nn.Identity`` for 0 classes."""
+    if num_classes == 0:
+        return nn.Identity()
+    linear = nn.Linear(width, num_classes)
+    _init_main(linear)  # the authors' initialisation, as the head's own classifier gets
+    return linear
 
 
 def _branch(cfg: YYNetConfig, c_in: int, late_stride: bool, span_cls, residual_cls=None,
@@ -233,24 +248,19 @@ def _branch(cfg: YYNetConfig, c_in: int, late_stride: bool, span_cls, residual_c
 
 def _single_path(cfg: YYNetConfig, span_cls, residual_cls=None, mbconv_cls=None) -> nn.Sequential:
     residual_cls, mbconv_cls = residual_cls or Residual, mbconv_cls or MBConv
-    blocks = []
-    c_prev = cfg.branch_widths()[-1]
-    for s in range(cfg.sp_stages):
-        widths = cfg.sp_stage_widths(s)
-        blocks.append(residual_cls(c_prev, widths[0], 2, cfg))
-        for k in range(cfg.sp_mbconvs):
-            stride = 2 if (k == 0 and cfg.extra_sp_stride) else 1
-            blocks.append(mbconv_cls(widths[k], widths[k + 1], stride, cfg, span_cls))
-        c_prev = widths[-1]
-    return nn.Sequential(*blocks)
+    return nn.Sequential(*(residual_cls(c_in, c_out, stride, cfg) if kind == "residual"
+                           else mbconv_cls(c_in, c_out, stride, cfg, span_cls)
+                           for kind, c_in, c_out, stride in cfg.single_path_blocks()))
 
 
-class ReferenceYYNet(nn.Module):
+class ReferenceYYNet(TimmInterface, PretrainedMixin, nn.Module):
     """The whole network: Yin and Yang branches, fusion, single path, head.
 
     ``span_cls``, ``fusion_cls``, ``residual_cls`` and ``mbconv_cls`` are the classes used for the
     MBConv spans, the stem fusion and the blocks; any subclass of ``DWBNActSE`` / ``YinYangFusion`` /
     ``Residual`` / ``MBConv`` that adds no parameters keeps the state_dict identical.
+    timm's model interface comes from ``TimmInterface`` (``yyfast.timm_interface``),
+    ``save_pretrained``/``from_pretrained`` from ``PretrainedMixin`` (``yyfast.hub``).
     """
 
     def __init__(self, cfg: YYNetConfig, span_cls: Type[DWBNActSE] = DWBNActSE,
@@ -266,12 +276,16 @@ class ReferenceYYNet(nn.Module):
         self.single_path = _single_path(cfg, **blocks)
         self.head = Head(cfg.out_width, cfg)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The Yin and Yang branches and their fusion: the input of the single path."""
         if x.dim() != 4 or x.shape[1] != self.config.in_chans:
             raise ValueError(f"x must have shape (N, {self.config.in_chans}, H, W), got {tuple(x.shape)}")
         a = self.yang(x)
         i = self.yin(self.yin_input(x))
-        return self.single_path(self.fusion(a, i))
+        return self.fusion(a, i)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.single_path(self.forward_stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))

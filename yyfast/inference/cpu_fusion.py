@@ -49,7 +49,11 @@ def available() -> bool:
     """Whether the fused CPU convolutions passed their self-test (run once per process)."""
     if not _STATE["checked"]:
         _STATE["checked"] = True
-        reason = _self_test() if torch.backends.mkldnn.is_available() else "torch has no oneDNN (mkldnn)"
+        # The test's Conv2d initialises from the global RNG: without fork_rng, whichever forward
+        # ran the test first shifted the training run's random stream, so a resumed run (which
+        # tests at another point) was not bit-identical to an unbroken one.
+        with torch.random.fork_rng(devices=[]):
+            reason = _self_test() if torch.backends.mkldnn.is_available() else "torch has no oneDNN (mkldnn)"
         _STATE["ok"], _STATE["reason"] = reason is None, reason
     return bool(_STATE["ok"])
 

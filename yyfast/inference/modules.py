@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import ops
 from ..config import YYNetConfig
+from ..timm_interface import TimmInfo
 from . import cpu_fusion
 
 #: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
@@ -143,12 +144,14 @@ class FoldedMBConv(nn.Module):
         return out.add_(self.shortcut(x)) if inplace else out + self.shortcut(x)
 
 
-class InferenceYYNet(nn.Module):
+class InferenceYYNet(TimmInfo, nn.Module):
     """A YYNet with every BatchNorm folded, for inference only.
 
     Built by ``yyfast.optimize_for_inference``. It is permanently in eval mode: ``.train()``
     raises (there are no BatchNorms left to train), and its forward runs without autograd.
     Inputs are cast to the model's dtype and memory format; the logits come out in that dtype.
+    timm's read-only interface applies: ``num_classes``, ``num_features``, ``pretrained_cfg``,
+    ``feature_info``, ``forward_features``, ``forward_head(x, pre_logits)``, ``get_classifier``.
     """
 
     def __init__(self, config: YYNetConfig, yin: nn.ModuleList, yang: nn.ModuleList, single_path: nn.ModuleList,
@@ -213,7 +216,7 @@ class InferenceYYNet(nn.Module):
                 out = t if out is None else out + t
         return out if out is not None else torch.zeros_like(a)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.config.in_chans:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must have shape (N, {self.config.in_chans}, H, W), got {shape}")
@@ -226,6 +229,16 @@ class InferenceYYNet(nn.Module):
             yin_in = x.mean(dim=1, keepdim=True) if self.config.yin_input == "mean" else x[:, :1]
             a = self._blocks(self.yang, x, span_backend, fast)
             i = self._blocks(self.yin, yin_in, span_backend, fast)
-            feats = self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast)
-            pooled = feats.mean(dim=(2, 3))
-            return self.classifier(activation(self.config.act, self.fc(pooled), False))
+            return self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool -> fc -> act (``pre_logits=True`` stops here) -> classifier (dropout is off in eval)."""
+        with torch.no_grad():
+            h = activation(self.config.act, self.fc(x.mean(dim=(2, 3))), False)
+            return h if pre_logits else self.classifier(h)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -1,8 +1,9 @@
 """Decode a dataset once and keep the uint8 arrays in a ``.npz`` cache file.
 
-The key is a hash of the source's absolute path, size and modification time (for a folder: of
-its split and class folders), the splits, the subsets and the image size, so a changed source
-or another subset gives another file. Files are written atomically (temporary file, then
+The key is a hash of the source's content (``fingerprint.py``: names, sizes and SHA-256 of every
+file the readers may read, not modification times), the splits, the subsets and the image size,
+so a changed source, even one overwritten in place with its old mtime, or another subset gives
+another file. Files are written atomically (temporary file, then
 ``os.replace``), so a run killed while caching leaves no half-written cache behind.
 
 Default location: ``$YYFAST_CACHE_DIR``, else ``$XDG_CACHE_HOME/yyfast``, else
@@ -17,11 +18,14 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, remove_stale_temp_files
 from .data import Dataset, Split, read_dataset
+from .fingerprint import fingerprint
 
 #: Bump when the decoded content for the same key would change (resize rule, subset rule, ...).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+#: A temporary cache file untouched this long belongs to a killed writer (writing one takes seconds).
+STALE_TEMP_S = 3600.0
 
 
 def default_cache_dir() -> str:
@@ -31,28 +35,11 @@ def default_cache_dir() -> str:
     return os.path.join(base, "yyfast")
 
 
-def _stat_signature(path: str) -> list:
-    """(relative path, size, mtime_ns) of the source; for a folder, of the folders that list its files."""
-    sig = []
-
-    def visit(rel: str, depth: int) -> None:
-        p = path if rel == "." else os.path.join(path, rel)
-        st = os.stat(p)
-        sig.append([rel, st.st_size, st.st_mtime_ns])
-        # Entries of the root, of split/ (or cifar-10-batches-py/) and of split/class/ folders:
-        # adding or removing an image changes its class folder's mtime; batch files are listed.
-        if os.path.isdir(p) and depth < 2:
-            for name in sorted(os.listdir(p)):
-                if os.path.isdir(os.path.join(p, name)) or depth == 0 or "batch" in name:
-                    visit(os.path.join(rel, name), depth + 1)
-
-    visit(".", 0)
-    return sig
-
-
-def cache_key(path: str, splits: Iterable[str], subsets: Dict[str, Optional[int]], image_size: int) -> str:
-    path = os.path.abspath(os.path.expanduser(path))
-    desc = {"format": CACHE_FORMAT, "path": path, "stat": _stat_signature(path), "splits": sorted(splits),
+def cache_key(path: str, splits: Iterable[str], subsets: Dict[str, Optional[int]], image_size: int,
+              source_fingerprint: Optional[Dict] = None) -> str:
+    """``source_fingerprint``: ``fingerprint(path)`` if already computed (it reads every file)."""
+    fp = source_fingerprint or fingerprint(path)
+    desc = {"format": CACHE_FORMAT, "source": fp, "splits": sorted(splits),
             "subsets": {k: subsets.get(k) for k in sorted(splits)}, "image_size": image_size}
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -82,23 +69,30 @@ def load_dataset(path: str, splits: Iterable[str] = ("train", "test"), subsets: 
                  progress=None, log=print) -> Dataset:
     """``read_dataset`` through the cache: decode on a miss (with progress), load on a hit.
 
-    An unreadable cache file (truncated, another format) is decoded again and replaced; a cache
+    The result's ``fingerprint`` is the source's content fingerprint (also with ``use_cache=False``),
+    which the trainer stores in its checkpoint and ``--resume`` compares. An unreadable cache file
+    (truncated, another format) is decoded again and replaced; a cache
     folder that cannot be written only costs the caching, with a note through ``log``.
     """
     splits = tuple(splits)
     subsets = dict(subsets or {})
+    source_fp = fingerprint(path)  # a clear DatasetError first if the path is not a dataset
     if not use_cache:
-        return read_dataset(path, splits, subsets, image_size, progress)
-    from .data import detect_layout
-
-    detect_layout(os.path.abspath(os.path.expanduser(path)))  # a clear error before hashing a bad path
-    file = cache_path(cache_dir or default_cache_dir(), cache_key(path, splits, subsets, image_size))
+        dataset = read_dataset(path, splits, subsets, image_size, progress)
+        dataset.fingerprint = source_fp
+        return dataset
+    folder = cache_dir or default_cache_dir()
+    remove_stale_temp_files(folder, min_age_s=STALE_TEMP_S)
+    file = cache_path(folder, cache_key(path, splits, subsets, image_size, source_fp))
     if os.path.isfile(file):
         try:
-            return load(file, splits)
+            dataset = load(file, splits)
+            dataset.fingerprint = source_fp
+            return dataset
         except Exception as exc:  # a damaged cache is rebuilt, never trusted
             log(f"data cache {file} is unreadable ({type(exc).__name__}: {exc}); decoding again")
     dataset = read_dataset(path, splits, subsets, image_size, progress)
+    dataset.fingerprint = source_fp
     try:
         save(file, dataset)
         log(f"data cache written: {file}")

@@ -36,16 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m yyfast.train",
         description="Train a YYNet with the paper's recipe (AdamW amsgrad, OneCycle, weight decay = lr*1.56 per "
                     "epoch, clip 1.0, mixed precision on GPU, EMA from 25%%, crop/flip/brightness augmentation).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        # No abbreviations: "--epoch 3" must not be read as --epochs, saved into last.pt and
+        # compared by its spelling on --resume.
+        allow_abbrev=False)
     g = p.add_argument_group("data")
     g.add_argument("--data", default=default_data_path(),
                    help="image-folder tree (train/<class>/*, test/<class>/*), its .tar.gz, or cifar-10-batches-py "
                         "(default: $YYFAST_DATA or $YYFAST_CIFAR10)")
-    g.add_argument("--subset-train", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--subset-train", type=positive_int, default=None, metavar="N",
                    help="use the first N training images, balanced over classes")
-    g.add_argument("--subset-test", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--subset-test", type=positive_int, default=None, metavar="N",
                    help="use the first N test images, balanced over classes")
-    g.add_argument("--image-size", type=_positive_int, default=None,
+    g.add_argument("--image-size", type=positive_int, default=None,
                    help="images are resized to this size (default: 32 for yynet_small_*, 224 for yynet_imagenet)")
     g.add_argument("--cache-dir", default=None,
                    help="where the decoded uint8 data is cached (default: $YYFAST_CACHE_DIR or ~/.cache/yyfast)")
@@ -62,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mbconv-dropout", type=float, default=None)
 
     g = p.add_argument_group("recipe (defaults: the paper's, per preset)")
-    g.add_argument("--epochs", type=_positive_int, default=None, help="40 (CIFAR presets) / 300 (ImageNet)")
-    g.add_argument("--batch-size", type=_positive_int, default=None,
+    g.add_argument("--epochs", type=positive_int, default=None, help="40 (CIFAR presets) / 300 (ImageNet)")
+    g.add_argument("--batch-size", type=positive_int, default=None,
                    help="global batch over all processes: 64 (CIFAR presets) / 32 (ImageNet)")
     g.add_argument("--lr", type=float, default=None, help="OneCycle max lr: 1e-2 (CIFAR) / 1.8e-4 (ImageNet)")
     g.add_argument("--wd-factor", type=float, default=WEIGHT_DECAY_FACTOR,
@@ -76,16 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                    help="mixed precision: auto = bf16 (or fp16 + GradScaler) on a GPU, off on the CPU")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--eval-batch-size", type=_positive_int, default=500)
+    g.add_argument("--eval-batch-size", type=positive_int, default=500)
 
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="output folder (default: runs/<model>)")
     g.add_argument("--resume", action="store_true",
-                   help=f"continue from <out>/{CHECKPOINT_NAME} with its saved options (starts afresh if absent)")
-    g.add_argument("--stop-after-epochs", type=_positive_int, default=None, metavar="K",
+                   help=f"continue from <out>/{CHECKPOINT_NAME} with its saved options and the same data (an error if "
+                        "there is none)")
+    g.add_argument("--stop-after-epochs", type=positive_int, default=None, metavar="K",
                    help="stop once K epochs are done (the schedule still spans --epochs); continue with --resume")
     g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (default: torch's)")
+    g.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     g.add_argument("--compile", action="store_true", help="wrap the model with torch.compile")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on GPUs)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun)")
@@ -93,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -123,22 +127,28 @@ def parse(argv: Optional[List[str]] = None):
     args = fill_defaults(parser.parse_args(argv))
     checkpoint = None
     ckpt_path = os.path.join(args.out, CHECKPOINT_NAME)
-    if args.resume and os.path.isfile(ckpt_path):
+    if args.resume:
+        if not os.path.isfile(ckpt_path):
+            parser.error(f"--resume: there is no checkpoint {ckpt_path} to continue (is --out {args.out!r} right?); "
+                         "leave out --resume to start a new run")
         try:
             checkpoint = load_checkpoint(ckpt_path)
-        except ValueError as exc:
-            parser.error(str(exc))
-        saved = checkpoint["args"]
+        except (ValueError, FileNotFoundError) as exc:
+            parser.error(f"--resume: {exc}")
+        saved = checkpoint.get("args")
+        if not isinstance(saved, dict) or any(k not in saved for k in MUST_MATCH_ON_RESUME):
+            parser.error(f"--resume: {ckpt_path} was not written by python -m yyfast.train (no saved options)")
         explicit = fill_defaults(parser.parse_args(argv))
         parser.set_defaults(**{k: v for k, v in saved.items() if k not in NOT_INHERITED_ON_RESUME})
         args = fill_defaults(parser.parse_args(argv))
-        # An option given on the command line that contradicts the checkpoint is an error;
-        # anything not given comes from the checkpoint.
+        # Compare parsed values, not spellings: an option given on the command line that
+        # contradicts the checkpoint is an error; anything not given comes from the checkpoint.
         given = _given_options(parser, argv)
         changed = [k for k in MUST_MATCH_ON_RESUME if k in given and getattr(explicit, k) != saved.get(k)]
+        changed += [k for k in MUST_MATCH_ON_RESUME if k not in changed and getattr(args, k) != saved.get(k)]
         if changed:
             parser.error("--resume: these options differ from the checkpoint's and would change the run: " +
-                         ", ".join(f"--{k.replace('_', '-')} {getattr(explicit, k)!r} (saved {saved.get(k)!r})"
+                         ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)!r} (saved {saved.get(k)!r})"
                                    for k in changed))
     if args.data is None:
         parser.error("--data is required (or set YYFAST_DATA / YYFAST_CIFAR10): an image-folder tree, its .tar.gz, "

@@ -61,6 +61,7 @@ class Dataset:
     classes: List[str]
     source: str
     layout: str
+    fingerprint: Optional[Dict[str, object]] = None  # the source's content (``fingerprint.py``), when known
 
 
 def detect_layout(path: str) -> str:
@@ -300,9 +301,25 @@ class _Desc:
 
 
 # --- CIFAR-10 python batches ------------------------------------------------------------------
+#: What a CIFAR batch pickles to: dicts, lists, bytes, ints, and numpy arrays. A pickle naming any
+#: other global is refused before anything is called, so a crafted "batch" cannot run code.
+_CIFAR_PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds; "
+                                         "refusing to load it")
+        if module == "numpy.core.multiarray":  # written by numpy 1.x; numpy 2 moved it (and warns on the old name)
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
 def _unpickle(blob: bytes, what: str) -> dict:
     try:
-        d = pickle.loads(blob, encoding="bytes")
+        d = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except Exception as exc:
         raise DatasetError(f"{what} is not a CIFAR-10 python batch (pickle failed: {exc})") from exc
     if not isinstance(d, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,28 +47,52 @@ class EpochResult:
     seconds: float
 
 
-def train_one_epoch(model: nn.Module, raw_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    augment: BatchAugment, optimizer, scheduler, scaler, precision: Precision,
-                    ema: Optional[ModelEMA], *, epoch: int, seed: int, batch_size: int, first_step: int,
-                    clip_norm: float, world: World, progress: Optional[Callable] = None) -> EpochResult:
-    """Train for one epoch. ``model`` is what runs forward (DDP/compiled), ``raw_model`` the plain
-    YYNet (clipping, EMA). Returns the epoch's mean training loss/accuracy over all ranks."""
+def cached_batches(images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment, *, epoch: int, seed: int,
+                   batch_size: int, world: World) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's augmented training batches of one epoch from device-resident uint8 data."""
     device = images.device
-    model.train()
     order = torch.Generator().manual_seed(stream_seed(seed, epoch, 0))
     aug_gen = torch.Generator().manual_seed(stream_seed(seed, epoch, 1 + world.rank))
     idx = shard(torch.randperm(images.shape[0], generator=order), world)
     local_batch = batch_size // world.size
-    steps = steps_per_epoch(images.shape[0], batch_size, world)
+    for s in range(steps_per_epoch(images.shape[0], batch_size, world)):
+        batch_idx = idx[s * local_batch:(s + 1) * local_batch].to(device, non_blocking=True)
+        yield augment.train(images[batch_idx], aug_gen), labels[batch_idx]
+
+
+def loader_batches(loader, device: torch.device, channels_last: bool = False
+                   ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """A DataLoader's (already augmented and normalised) batches, moved to ``device``."""
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y.to(device, non_blocking=True)
+
+
+def train_one_epoch(model: nn.Module, raw_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    augment: BatchAugment, optimizer, scheduler, scaler, precision: Precision,
+                    ema: Optional[ModelEMA], *, epoch: int, seed: int, batch_size: int, first_step: int,
+                    clip_norm: float, world: World, progress: Optional[Callable] = None) -> EpochResult:
+    """Train for one epoch on device-resident uint8 data (``cached_batches``); see ``train_batches``."""
+    batches = cached_batches(images, labels, augment, epoch=epoch, seed=seed, batch_size=batch_size, world=world)
+    return train_batches(model, raw_model, batches, steps_per_epoch(images.shape[0], batch_size, world), optimizer,
+                         scheduler, scaler, precision, ema, epoch=epoch, first_step=first_step, clip_norm=clip_norm,
+                         world=world, device=images.device, progress=progress)
+
+
+def train_batches(model: nn.Module, raw_model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                  steps: int, optimizer, scheduler, scaler, precision: Precision, ema: Optional[ModelEMA], *,
+                  epoch: int, first_step: int, clip_norm: float, world: World, device: torch.device,
+                  progress: Optional[Callable] = None) -> EpochResult:
+    """One epoch of optimizer steps over ``batches`` (``steps`` of them, the same count on every rank).
+    ``model`` is what runs forward (DDP/compiled), ``raw_model`` the plain YYNet (clipping, EMA).
+    Returns the epoch's mean training loss/accuracy over all ranks."""
+    model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     bar = progress(total=steps, desc=f"epoch {epoch + 1}", unit="step") if progress else None
     start = time.perf_counter()
-    for s in range(steps):
-        batch_idx = idx[s * local_batch:(s + 1) * local_batch].to(device, non_blocking=True)
-        x = augment.train(images[batch_idx], aug_gen)
-        y = labels[batch_idx]
+    for s, (x, y) in enumerate(batches):
         with precision.autocast(device):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
@@ -101,30 +125,36 @@ def train_one_epoch(model: nn.Module, raw_model: nn.Module, images: torch.Tensor
     return EpochResult(totals[0] / n, totals[1] / n, int(totals[2]), seconds)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment,
              precision: Precision, batch_size: int = 500, world: World = World(),
              progress: Optional[Callable] = None, desc: str = "eval"):
     """Mean cross-entropy and accuracy over every image (each rank takes every ``size``-th one)."""
+    idx = torch.arange(images.shape[0])[world.rank::world.size]
+    chunks = [idx[b * batch_size:(b + 1) * batch_size].to(images.device)
+              for b in range(math.ceil(idx.numel() / batch_size))]
+    batches = ((augment.eval(images[bi]), labels[bi]) for bi in chunks)
+    return evaluate_batches(model, batches, len(chunks), precision, world, images.device, progress, desc)
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], num_batches: int,
+                     precision: Precision, world: World, device: torch.device, progress: Optional[Callable] = None,
+                     desc: str = "eval"):
+    """Mean cross-entropy and accuracy over ``batches`` (this rank's share), summed over the ranks."""
     was_training = model.training
     model.eval()
-    device = images.device
-    idx = torch.arange(images.shape[0])[world.rank::world.size]
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    batches = range(math.ceil(idx.numel() / batch_size))
+    count = torch.zeros((), dtype=torch.float64, device=device)
     if progress is not None:
-        batches = progress(batches, desc=desc, unit="batch", leave=False)
-    for b in batches:
-        bi = idx[b * batch_size:(b + 1) * batch_size].to(device)
-        x, y = augment.eval(images[bi]), labels[bi]
+        batches = progress(batches, total=num_batches, desc=desc, unit="batch", leave=False)
+    for x, y in batches:
         with precision.autocast(device):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
-    totals = torch.stack([loss_sum, correct.double(),
-                          torch.tensor(float(idx.numel()), dtype=torch.float64, device=device)])
-    totals = all_reduce_sum(totals, world).tolist()
+        count += y.shape[0]
+    totals = all_reduce_sum(torch.stack([loss_sum, correct.double(), count]), world).tolist()
     model.train(was_training)
     n = max(totals[2], 1.0)
     return totals[0] / n, totals[1] / n

@@ -21,14 +21,16 @@ from ..config import get_config
 from . import distributed as dist_utils
 from .augment import CIFAR10_MEAN, CIFAR10_STD, BatchAugment
 from .cache import load_dataset
-from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, remove_stale_temp_files, rng_state,
+                         save_checkpoint, set_rng_state)
 from .ema import ModelEMA
 from .engine import evaluate, steps_per_epoch, train_one_epoch
+from .fingerprint import describe as describe_fingerprint
 from .plot import plot_curves
 from .recipe import build_optimizer, build_scheduler, choose_precision, current_lr, update_weight_decay
 
-CHECKPOINT_FORMAT = "yyfast-train-1"
+#: 2: plain types only (RNG states as tensors/lists), the data's fingerprint and image counts.
+CHECKPOINT_FORMAT = "yyfast-train-2"
 MODEL_OPTIONS = ("act", "fusion", "se_gate", "yin_input", "head_dropout", "mbconv_dropout")
 
 
@@ -37,6 +39,19 @@ def model_options(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
     if get_config(args.model).num_classes != num_classes:
         opts["num_classes"] = num_classes  # the head follows the dataset's classes
     return opts
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """A ``ValueError`` naming the reason when an explicitly requested ``--backend`` cannot run on ``device``."""
+    if backend == "auto":
+        return
+    from ..availability import backends
+
+    info = backends()[backend]
+    if device.type not in info["devices"]:
+        usable = ", ".join(n for n, i in backends().items() if device.type in i["devices"])
+        raise ValueError(f"--backend {backend} cannot run on {device.type}: {info['reason'] or 'not available'} "
+                         f"Backends that run here: auto, {usable}")
 
 
 def build_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
@@ -112,19 +127,75 @@ def train(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]] = None,
         dist_utils.shutdown(world)
 
 
+def make_out_dir(out: str) -> List[str]:
+    """Create ``out`` (and missing parents); returns the folders created. ``ValueError`` if it cannot be."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is a file, not a folder; choose a folder for the run's outputs")
+    missing, parent = [], os.path.abspath(out)
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out!r} cannot be created: {exc.strerror or exc}") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out!r} is not writable")
+    return missing
+
+
+def remove_if_empty(folders: List[str]) -> None:
+    """Undo ``make_out_dir`` after a failed start: the folders it created, deepest first, if still empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty (something was written) or already gone: keep it
+
+
 def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
     out = args.out
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
     if checkpoint is None and os.path.exists(ckpt_path):
         raise ValueError(f"--out {out!r} already holds {CHECKPOINT_NAME}: pass --resume to continue that run, "
                          "or choose another --out")
+    created = make_out_dir(out) if world.is_main else []
+    try:
+        return _run(args, checkpoint, world, device, log)
+    except BaseException:
+        remove_if_empty(created)  # a data or option error leaves no empty --out behind
+        raise
+
+
+def _check_same_data(checkpoint, dataset, num_train: int, num_test: int, data: str) -> None:
+    """``--resume`` continues on the data the run started with, or not at all."""
+    saved_fp = checkpoint.get("data_fingerprint")
+    if saved_fp is None:
+        return  # a checkpoint from before fingerprints: nothing to compare
+    what = f"--resume: --data {data!r} is not the data this run was trained on"
+    if list(checkpoint.get("classes", [])) != list(dataset.classes):
+        raise ValueError(f"{what}: classes {', '.join(dataset.classes[:5])}... differ from the checkpoint's "
+                         f"{', '.join(list(checkpoint['classes'])[:5])}...")
+    counts = (checkpoint.get("num_train"), checkpoint.get("num_test"))
+    if counts != (num_train, num_test):
+        raise ValueError(f"{what}: {num_train} train / {num_test} test images, the checkpoint's had "
+                         f"{counts[0]} / {counts[1]}")
+    if saved_fp != dataset.fingerprint:
+        raise ValueError(f"{what}: its content ({describe_fingerprint(dataset.fingerprint)}) differs from the "
+                         f"checkpoint's ({describe_fingerprint(saved_fp)})")
+
+
+def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
+    out = args.out
     if args.batch_size % world.size:
         raise ValueError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the "
                          f"number of processes ({world.size})")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync-bn needs CUDA devices (torch's SyncBatchNorm trains only on GPUs); drop it on the CPU")
+    check_backend(args.backend, device)
     if world.is_main:
-        os.makedirs(out, exist_ok=True)
+        for path in remove_stale_temp_files(out):  # left by a run killed while writing (kill -9)
+            log(f"removed {path}, a temporary file of an interrupted write")
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -145,6 +216,8 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
     test_x = torch.from_numpy(dataset.splits["test"].images).to(device)
     test_y = torch.from_numpy(dataset.splits["test"].labels).to(device)
     classes = dataset.classes
+    if checkpoint is not None:
+        _check_same_data(checkpoint, dataset, len(train_y), len(test_y), args.data)
     log(f"data: {dataset.layout} {dataset.source}: {len(train_y)} train / {len(test_y)} test images, "
         f"{len(classes)} classes, {args.image_size}x{args.image_size}, on {device}")
 
@@ -238,7 +311,8 @@ def _train(args, checkpoint, world, device, log) -> Dict[str, Any]:
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                      "rng": rng_state(), "history": history, "elapsed_s": elapsed,
-                     "yyfast_version": yyfast_version, "torch_version": torch.__version__}
+                     "data_fingerprint": dataset.fingerprint, "num_train": len(train_y), "num_test": len(test_y),
+                     "yyfast_version": yyfast_version, "torch_version": str(torch.__version__)}
             save_checkpoint(os.path.join(out, CHECKPOINT_NAME), state)
             write_outputs(elapsed)
         dist_utils.barrier(world)
