@@ -2,7 +2,8 @@
 
 * torch is a CUDA build and nvcc is found (``CUDA_HOME``, else ``/usr/local/cuda``): a
   ``CUDAExtension`` with ``csrc/**/*.cpp`` and ``csrc/**/*.cu``, for ``TORCH_CUDA_ARCH_LIST``
-  (default ``8.0;9.0``). Whether a GPU is present on the build machine does not matter.
+  (default ``8.0;9.0+PTX``: sm_80 and sm_90 code, plus compute_90 PTX that the driver JIT-compiles
+  on newer GPUs such as sm_100 and sm_120). Whether a GPU is present on the build machine does not matter.
 * Otherwise: a ``CppExtension`` with the C++ (CPU) sources only.
 * ``YYFAST_BUILD_EXT=0``: no extension; the package still imports (reference backend).
 
@@ -38,7 +39,7 @@ def extensions():
         # torch.utils.cpp_extension reads CUDA_HOME at import time; without it, it guesses
         # /usr/local from /usr/local/bin/nvcc and fails to find the headers.
         os.environ["CUDA_HOME"] = cuda_home
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     cpp = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))

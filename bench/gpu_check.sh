@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for the GPU machine: build, report, GPU tests, compute-sanitizer, both benchmarks
+# One command for the GPU machine: build, report, kernel resources, GPU tests, compute-sanitizer, both benchmarks
 # and a short training run, all inside one time budget (default 450 s, GPU_CHECK_BUDGET_S; 8 minutes with packing).
 #
 #   bench/gpu_check.sh RESULTS_DIR
@@ -79,6 +79,11 @@ fi
 # 2. what is built and usable
 step info 30 "$PY" -m yyfast.info --json
 cp "$LOGS/info.log" "$LOGS/info.json" 2>/dev/null
+
+# 2b. registers, spills and shared memory of the CUDA kernels as built here (cuobjdump on yyfast/_C*.so;
+#     the Triton kernels' table, compiled ahead of time, is bench/results/resources-sm80-sm90.md),
+#     into logs.tar.gz
+step resources 30 "$PY" bench/resources.py --no-triton --md "$LOGS/resources.md" --json "$LOGS/resources.json"
 
 # 3. the GPU tests (parametrised with device "cuda"; they skip without a GPU, saying why)
 step tests 120 "$PY" -m pytest -x -q -rs tests -k "${GPU_CHECK_PYTEST_K:-cuda or gpu}" \

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from typing import Dict
+from typing import Dict, List
 
 import torch
 
@@ -114,10 +114,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def auto_candidates(device: torch.device, training: bool) -> List[str]:
+    """The available backends for tensors on ``device``, in ``auto``'s order, ending with the
+    reference: where ``auto`` falls back to when one fails its self-check (``yyfast.self_check``)."""
+    report = backends()
+    names = [name for name in AUTO_PREFERENCE.get((device.type, bool(training)), ())
+             if name != "reference" and device.type in report[name]["devices"]]
+    return names + ["reference"]
+
+
 def auto_backend(device: torch.device, training: bool) -> str:
     """The preferred available backend for tensors on ``device`` in training or eval mode."""
-    report = backends()
-    for name in AUTO_PREFERENCE.get((device.type, bool(training)), ("reference",)):
-        if device.type in report[name]["devices"]:
-            return name
-    return "reference"
+    return auto_candidates(device, training)[0]

@@ -69,6 +69,28 @@ def _resolve_backend(backend: str, device_type: str, training: bool) -> str:
     return backend
 
 
+def _self_checked(backend: str, name: str, op: str, device: torch.device, dtype: torch.dtype, training: bool,
+                  variant: tuple) -> str:
+    """Under ``auto``, the backend that passed its self-check on this device (``yyfast.self_check``:
+    GPU devices only by default, so CPU calls return at once)."""
+    if backend != "auto" or name == "reference":
+        return name
+    return _self_checked_const(name, op, str(device), str(dtype), bool(training), variant)
+
+
+@torch._dynamo.assume_constant_result
+def _self_checked_const(name: str, op: str, device: str, dtype: str, training: bool, variant: tuple) -> str:
+    # A constant for torch.compile, like _resolve_backend: the check runs eagerly, once, at trace
+    # time, and the graph holds its answer.
+    from .. import self_check
+    from ..availability import auto_candidates
+
+    dev = torch.device(device)
+    if not self_check.applies(dev):
+        return name
+    return self_check.checked_backend(name, auto_candidates(dev, training), op, device, dtype, training, variant)
+
+
 def _check_tensor(name: str, t, *, dim=None, shape=None, device=None, float_only=True) -> None:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -167,6 +189,7 @@ def dw_bn_act_se(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: torch.Tens
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)} "
                          f"(depthwise output {n}x{out_h}x{out_w} per channel)")
     name = resolve_backend(backend, dev, training)
+    name = _self_checked(backend, name, "dw_bn_act_se", dev, x.dtype, training, (int(stride), act, gate))
     factor = momentum
     if training and num_batches_tracked is not None:
         with torch.no_grad():
@@ -204,6 +227,7 @@ def yinyang_fuse(a: torch.Tensor, i: torch.Tensor, formula: str = "add", *, back
         raise ValueError(f"i must have the dtype of a ({a.dtype}), got {i.dtype}")
     c1, c2, c3 = FUSIONS[formula]
     name = resolve_backend(backend, a.device)
+    name = _self_checked(backend, name, "yinyang_fuse", a.device, a.dtype, True, (float(c1), float(c2), float(c3)))
     if name == "reference":
         return yinyang_fuse_reference(a, i, c1, c2, c3)
     return _backend_module(name).yinyang_fuse(a, i, c1, c2, c3)
