@@ -159,6 +159,17 @@ def test_resume_on_other_data_is_refused(stopped_run, data, tmp_path):
                        "not the data this run was trained on", "11 train")
 
 
+def test_resume_on_a_world_size_with_another_schedule_is_refused(stopped_run, tmp_path):
+    """12 images, global batch 4: 3 steps an epoch on any world size here; a checkpoint whose schedule was
+    planned for another step count (another process count's partial-batch rule) must not resume into a
+    learning-rate schedule that runs out before the last epoch ("Tried to step ... times")."""
+    run = copy_run(stopped_run, tmp_path)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["scheduler"]["total_steps"] += 2  # as planned by a run whose epochs had one more step
+    torch.save(ckpt, run / "last.pt")
+    assert_clear_error(cli("train", "--out", run, "--resume"), "schedule was planned for", "process count")
+
+
 def test_resume_without_a_checkpoint_says_so(stopped_run, tmp_path):
     typo = str(stopped_run) + "x"
     assert_clear_error(cli("train", "--out", typo, "--resume"), "no checkpoint", "--out")

@@ -89,7 +89,8 @@ def test_ranks_share_the_data_without_overlap(tmp_path, world_size):
         steps.add((len(loader), data.steps_per_epoch(2 * world_size)))
         seen_eval += list(data.eval_loader(batch_size=4).dataset.indices)
     n = len(data.train_set)
-    assert len(steps) == 1 and next(iter(steps))[0] == next(iter(steps))[1]  # every rank steps together
+    (loader_len, steps_n), = steps  # every rank has the same loader length and step count ...
+    assert loader_len >= steps_n == n // (2 * world_size)  # ... full global batches: world-size independent
     assert set(seen_train) == set(range(n))  # every image, padded to equal shares
     assert len(seen_train) == -(-n // world_size) * world_size
     assert sorted(seen_eval) == list(range(len(data.eval_set)))  # eval: each image exactly once
@@ -114,7 +115,7 @@ def test_workers_give_the_same_batches(tmp_path):
     prep = preprocessing("yynet_small_16", image_size=16)
     data = StreamData(str(root), prep, World(), workers=2)
     batches = list(data.train_loader(4, epoch=0, seed=0))
-    assert len(batches) == data.steps_per_epoch(4) and all(x.shape == (4, 3, 16, 16) for x, _ in batches)
+    assert len(batches) >= data.steps_per_epoch(4) and all(x.shape == (4, 3, 16, 16) for x, _ in batches)
     serial = StreamData(str(root), prep, World(), workers=0)
     for (x, y), (xs, ys) in zip(batches, serial.train_loader(4, epoch=0, seed=0)):  # workers change nothing
         torch.testing.assert_close(x, xs, rtol=0, atol=0)

@@ -222,6 +222,13 @@ def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
         raise ValueError(f"--batch-size {args.batch_size} is larger than the training set per process "
                          f"({source.num_train // world.size} images)")
     total_steps = steps * args.epochs
+    planned = (checkpoint or {}).get("scheduler", {}).get("total_steps")
+    if planned is not None and planned != total_steps:
+        # A world size whose partial-batch rule gives another step count (yyfast.train.engine):
+        # the saved learning-rate schedule would run out (or stop short) before the last epoch.
+        raise ValueError(f"--resume: with {world.size} process(es) an epoch has {steps} steps, but the run's schedule "
+                         f"was planned for {planned // args.epochs} ({planned} in all); resume with the process "
+                         "count it started with")
     optimizer = build_optimizer(raw_model.parameters(), args.lr, args.wd_factor)
     scheduler = build_scheduler(optimizer, args.lr, total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Tuple
 
@@ -91,8 +92,9 @@ def stream_source(args: argparse.Namespace, world: World, device: torch.device, 
                   fingerprint(args.data, content=False),
                   f"image folder {args.data} (streamed by {args.workers} worker(s) per process, {prep.recipe} recipe)",
                   data.steps_per_epoch,
-                  lambda epoch: loader_batches(data.train_loader(args.batch_size, epoch, args.seed), device,
-                                               args.channels_last),
+                  lambda epoch: itertools.islice(loader_batches(data.train_loader(args.batch_size, epoch, args.seed),
+                                                                device, args.channels_last),
+                                                 data.steps_per_epoch(args.batch_size)),
                   eval_batches)
 
 

@@ -93,10 +93,11 @@ class StreamData:
                                            persistent_workers=False, prefetch_factor=4 if workers else None)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Optimizer steps per epoch for the global ``batch_size`` (the last partial batch dropped:
-        a per-rank batch of one image cannot train BatchNorm, and every rank must step together)."""
-        per_rank = -(-len(self.train_set) // self.world.size)  # DistributedSampler pads to equal shares
-        return per_rank // (batch_size // self.world.size)
+        """Optimizer steps per epoch for the global ``batch_size``: full global batches only, so the
+        count (and with it the learning-rate schedule) does not depend on the number of processes and
+        a run resumes on another world size with the same global batch. Each rank's loader has at least
+        this many batches (``DistributedSampler`` pads the shares); the loop takes this many."""
+        return len(self.train_set) // batch_size
 
     def train_loader(self, batch_size: int, epoch: int, seed: int):
         """Epoch ``epoch``'s training batches for this rank (``batch_size`` is the global batch)."""
