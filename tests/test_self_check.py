@@ -169,3 +169,20 @@ def test_triton_backend_runs_through_the_check():
     cpu = torch.device("cpu")
     assert self_check._run_check("triton", "dw_bn_act_se", cpu, torch.float32, True, (2, "gelu", "sigmoid")) is None
     assert self_check._run_check("triton", "yinyang_fuse", cpu, torch.float32, True, (1.0, 0.0, 0.0)) is None
+
+
+def test_optimize_for_inference_auto_goes_through_the_self_check(monkeypatch):
+    """``optimize_for_inference(backend="auto")`` resolves the span backend itself; its op calls still
+    ask for ``auto``, so a broken kernel is caught and replaced there too (float64: the C++ block op,
+    which bypasses the span op, runs only in float32)."""
+    import yyfast
+
+    _wrong_numbers(monkeypatch)
+    model = yyfast.create_model("yynet_small_16", backend="reference").eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        want = model.double()(x)
+    fast = yyfast.optimize_for_inference(model, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="self-check"):
+        got = fast(x)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

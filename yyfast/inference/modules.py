@@ -131,7 +131,9 @@ class FoldedMBConv(nn.Module):
         return out.view(n, -1, height, width)
 
     def forward(self, x: torch.Tensor, span_backend: str = "plain", inplace: bool = False,
-                fold_se: bool = False) -> torch.Tensor:
+                fold_se: bool = False, op_backend: Optional[str] = None) -> torch.Tensor:
+        """``op_backend``: what the fused op is asked for (``"auto"`` keeps its self-check on a GPU);
+        ``span_backend`` the concrete backend it resolves to, which picks the code path here."""
         if inplace and span_backend == "cuda" and block_plan.usable(x):
             # the whole block in one C++ call (the C++ backend on a float32 CPU tensor): no expanded tensors
             residual = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(x)
@@ -139,7 +141,7 @@ class FoldedMBConv(nn.Module):
         h = cpu_fusion.conv_act(self.expand, x, self.act, activation) if inplace else \
             activation(self.act, self.expand(x), False)
         if span_backend != "plain":
-            out = self.project(self.span.fused(h, span_backend))
+            out = self.project(self.span.fused(h, op_backend or span_backend))
         elif fold_se:
             d = self.span.activated(h, inplace)
             out = self._project_scaled(d, self.span.se_scale(d))
@@ -202,17 +204,22 @@ class InferenceYYNet(TimmInfo, nn.Module):
             return cache[device.type]
         return self.backend
 
+    def _op_backend(self, span_backend: str) -> str:
+        # "auto" reaches the ops as "auto", so a GPU kernel that fails its first-use self-check
+        # (yyfast.self_check) falls back there too; it resolves to span_backend when it passes.
+        return "auto" if self.backend == "auto" else span_backend
+
     def _blocks(self, blocks: nn.ModuleList, x: torch.Tensor, span_backend: str, fast: bool) -> torch.Tensor:
         for block in blocks:
             if isinstance(block, FoldedMBConv):
-                x = block(x, span_backend, inplace=fast, fold_se=fast)
+                x = block(x, span_backend, inplace=fast, fold_se=fast, op_backend=self._op_backend(span_backend))
             else:
                 x = block(x, inplace=fast)
         return x
 
     def _fuse(self, a: torch.Tensor, i: torch.Tensor, span_backend: str) -> torch.Tensor:
         if span_backend != "plain":
-            return ops.yinyang_fuse(a, i, self.config.fusion, backend=span_backend)
+            return ops.yinyang_fuse(a, i, self.config.fusion, backend=self._op_backend(span_backend))
         out = None
         for c, term in ((self.c1, lambda: a * i), (self.c2, lambda: a), (self.c3, lambda: i)):
             if c:
