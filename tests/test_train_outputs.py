@@ -1,0 +1,91 @@
+"""The trainer's outputs beyond last.pt (issue 16): best.pt, --export, --log-interval, --tensorboard.
+
+One tiny finished run (a few generated PNGs, 2 epochs at 16x16) run as a subprocess with stdout
+going to a pipe, as in a log file; the tests read what it wrote.
+"""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from helpers import assert_clear_error, cli
+from test_hostile import CLASSES, TINY_RUN
+from test_data import make_tree
+from yyfast.evaluate import evaluate_checkpoint
+from yyfast.train.loop import best_entry
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("outputs") / "tree", classes=CLASSES, per_class=4)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "finished"
+    proc = cli("train", "--data", data, "--out", out, *TINY_RUN, "--ema-start", "0", "--log-interval", "2",
+               "--export", "safetensors")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_best_entry_prefers_the_better_reported_model():
+    history = [{"epoch": 1, "test_acc": 0.5, "ema_test_acc": None},
+               {"epoch": 2, "test_acc": 0.6, "ema_test_acc": 0.7},
+               {"epoch": 3, "test_acc": 0.7, "ema_test_acc": 0.65},  # ties the best: the earlier epoch stays
+               {"epoch": 4, "test_acc": 0.4, "ema_test_acc": 0.2}]
+    assert best_entry([]) is None
+    assert best_entry(history[:1]) == {"source": "raw", "epoch": 1, "test_acc": 0.5}
+    assert best_entry(history) == {"source": "ema", "epoch": 2, "test_acc": 0.7}
+    history[2]["test_acc"] = 0.8
+    assert best_entry(history) == {"source": "raw", "epoch": 3, "test_acc": 0.8}
+
+
+def test_best_pt_holds_the_best_weights_and_says_which(finished_run, data):
+    out, _ = finished_run
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = best_entry(history)
+    best = torch.load(out / "best.pt", weights_only=True)  # plain types, like last.pt
+    assert best["best"] == expected
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_source"] == expected["source"] and summary["best_checkpoint"] == expected
+    # Its "model" weights reproduce the recorded accuracy on the same test split.
+    result = evaluate_checkpoint(str(out / "best.pt"), str(data), image_size=16, use_cache=False, device="cpu")
+    assert result["raw"]["acc"] == pytest.approx(expected["test_acc"], abs=1e-6)
+    assert result["ema"] is None  # best.pt is weights only, not a run to resume
+
+
+def test_export_safetensors_writes_the_best_weights(finished_run):
+    from yyfast import YYNet
+
+    out, proc = finished_run
+    model = YYNet.from_pretrained(out / "export")
+    best = torch.load(out / "best.pt", weights_only=True)["model"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    assert "exported" in proc.stdout
+
+
+def test_log_interval_prints_step_lines_when_stdout_is_not_a_terminal(finished_run):
+    _, proc = finished_run
+    # 12 images in batches of 4: 3 steps per epoch, a line at step 2 and at the epoch's last step
+    lines = [line for line in proc.stdout.splitlines() if " step " in line]
+    assert [line.split()[:4] for line in lines] == [["epoch", e, "step", s] for e in "12" for s in ("2/3", "3/3")]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None,
+                    reason="tensorboard is installed: the missing-package error cannot happen here")
+def test_tensorboard_missing_is_one_clear_line(data, tmp_path):
+    proc = cli("train", "--data", data, "--out", tmp_path / "run", *TINY_RUN, "--tensorboard")
+    assert_clear_error(proc, "--tensorboard", "pip install tensorboard")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                    reason="tensorboard is optional and not installed (not in requirements: it pulls grpcio)")
+def test_tensorboard_writes_event_files(data, tmp_path):
+    proc = cli("train", "--data", data, "--out", tmp_path / "run", *TINY_RUN, "--tensorboard")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
