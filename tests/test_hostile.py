@@ -7,8 +7,6 @@ a user runs them; the data are a few generated PNGs in an image-folder tree.
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch

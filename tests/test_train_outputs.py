@@ -89,3 +89,42 @@ def test_tensorboard_writes_event_files(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
+
+
+# --- python -m yyfast.export: a run's checkpoint, its exported folder, a preset -------------------
+def test_export_cli_onnx_from_a_training_checkpoint(finished_run, tmp_path):
+    import onnxruntime as ort
+
+    from yyfast.predict import load_model
+
+    out, _ = finished_run
+    proc = cli("export", out / "best.pt", tmp_path / "m.onnx", "--image-size", "16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["dynamic_batch"] and report["max_rel_err"] < 1e-4
+    x = torch.randn(5, 3, 16, 16)  # a batch size the export never saw
+    (logits,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        ref = load_model(str(out / "best.pt")).model(x)
+    assert torch.allclose(torch.from_numpy(logits), ref, rtol=1e-3, atol=1e-4)
+
+
+def test_export_cli_torch_export_from_a_pretrained_folder(finished_run, tmp_path):
+    from yyfast import YYNet
+
+    out, _ = finished_run
+    proc = cli("export", out / "export", tmp_path / "m.pt2", "--image-size", "16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(program(x), YYNet.from_pretrained(out / "export").eval()(x), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("yynet_small_16", "m.bin"), ("m.bin", ".onnx or .pt2")),
+    (("no_such_model", "m.onnx"), ("no_such_model", "yynet_small_16")),
+    (("yynet_small_16", "m.onnx", "--batch-size", "0"), ("--batch-size",)),
+])
+def test_export_cli_mistakes_are_one_line(args, needles, tmp_path):
+    assert_clear_error(cli("export", *[tmp_path / a if a.startswith("m.") else a for a in args]), *needles)
