@@ -145,8 +145,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, augme
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                      precision: Precision, world: World, device: torch.device, progress: Optional[Callable] = None,
-                     desc: str = "eval"):
-    """Mean cross-entropy and accuracy over ``batches`` (this rank's share), summed over the ranks."""
+                     desc: str = "eval", on_logits: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None):
+    """Mean cross-entropy and accuracy over ``batches`` (this rank's share), summed over the ranks.
+    ``on_logits(logits, labels)``, if given, sees every batch (more metrics without a second pass)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -160,6 +161,8 @@ def evaluate_batches(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, tor
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
         count += y.shape[0]
+        if on_logits is not None:
+            on_logits(logits, y)
     totals = all_reduce_sum(torch.stack([loss_sum, correct.double(), count]), world).tolist()
     model.train(was_training)
     n = max(totals[2], 1.0)
