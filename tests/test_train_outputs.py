@@ -128,3 +128,46 @@ def test_export_cli_torch_export_from_a_pretrained_folder(finished_run, tmp_path
 ])
 def test_export_cli_mistakes_are_one_line(args, needles, tmp_path):
     assert_clear_error(cli("export", *[tmp_path / a if a.startswith("m.") else a for a in args]), *needles)
+
+
+# --- evaluate and predict write files -------------------------------------------------------------
+def test_evaluate_reports_topk_per_class_and_writes_files(finished_run, data, tmp_path):
+    import csv
+
+    out, _ = finished_run
+    files = [tmp_path / n for n in ("r.json", "r.csv", "cm.png")]
+    proc = cli("evaluate", out / "last.pt", "--data", data, "--no-cache", "--device", "cpu",
+               "--output", files[0], "--output", files[1], "--confusion", files[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "top-3" in proc.stdout  # 3 classes: top-5 is clipped to top-3
+    r = json.loads(files[0].read_text())
+    for name in ("raw", "ema"):
+        m = r[name]
+        cm = torch.tensor(m["confusion"])
+        assert cm.shape == (3, 3) and int(cm.sum()) == r["num_images"] == 6
+        assert m["top1"] == pytest.approx(m["acc"]) and m["topk"] == 3 and m["top3"] == 1.0
+        for i, cls in enumerate(CLASSES):
+            assert m["per_class"][cls] == {"acc": int(cm[i, i]) / int(cm[i].sum()), "images": int(cm[i].sum())}
+    rows = list(csv.DictReader(files[1].open()))
+    assert [(row["model"], row["class"]) for row in rows] == [(n, c) for n in ("raw", "ema") for c in CLASSES]
+    assert files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_writes_csv_and_json(finished_run, data, tmp_path):
+    import csv
+
+    out, _ = finished_run
+    proc = cli("predict", out / "best.pt", data / "test", "--topk", "2", "--no-progress", "--device", "cpu",
+               "--output", tmp_path / "p.csv", "--output", tmp_path / "p.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "p.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(report["predictions"]) == 6 and len(rows) == 12
+    first = report["predictions"][0]
+    assert [(r["file"], r["class"]) for r in rows[:2]] == [(first["file"], t["class"]) for t in first["topk"]]
+
+
+@pytest.mark.parametrize("module", ["evaluate", "predict"])
+def test_output_needs_a_known_suffix(module, tmp_path):
+    args = ("x.pt", "--data", "d") if module == "evaluate" else ("x.pt", "img.png")
+    assert_clear_error(cli(module, *args, "--output", tmp_path / "r.txt"), "--output", ".json or .csv")

@@ -1,0 +1,23 @@
+"""Every ``python -m yyfast.*`` CLI's ``--help`` (issue 16): a one-line description, examples, no runpy
+warning, no literal ``%%``, and "(default: ...)" only for real values."""
+import subprocess
+import sys
+
+import pytest
+
+CLIS = ("train", "evaluate", "predict", "convert", "export", "info")
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_help(module):
+    # -W error: runpy's "found in sys.modules ... prior to execution" RuntimeWarning becomes a failure
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", f"yyfast.{module}", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    text = proc.stdout
+    assert text.startswith(f"usage: python -m yyfast.{module}")
+    description = " ".join(text.split("\n\n")[1].split())  # argparse wraps it to the terminal's width
+    assert description.endswith(".") and 20 < len(description) < 250, description  # one sentence
+    assert f"examples:\n  python -m yyfast." in text or "examples:\n  torchrun" in text
+    assert "%%" not in text
+    assert "default: None" not in text and "default: False" not in text
