@@ -25,7 +25,7 @@ def data(tmp_path_factory):
 def finished_run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "finished"
     proc = cli("train", "--data", data, "--out", out, *TINY_RUN, "--ema-start", "0", "--log-interval", "2",
-               "--export", "safetensors")
+               "--export", "safetensors", "--export", "onnx")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -64,7 +64,7 @@ def test_export_safetensors_writes_the_best_weights(finished_run):
     best = torch.load(out / "best.pt", weights_only=True)["model"]
     for key, value in model.state_dict().items():
         assert torch.equal(value, best[key]), key
-    assert "exported" in proc.stdout
+    assert "exported" in proc.stdout and (out / "export" / "model.onnx").is_file()
 
 
 def test_log_interval_prints_step_lines_when_stdout_is_not_a_terminal(finished_run):

@@ -10,7 +10,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        # identity, not ==: 0 (e.g. --seed) is a real default, though 0 == False
+        no_value = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or no_value or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 

@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="avg = w*avg + (1-w)*param after every step")
     g.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                    help="mixed precision: auto = bf16 (or fp16 + GradScaler) on a GPU, off on the CPU")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--eval-batch-size", type=positive_int, default=500)
+    g.add_argument("--seed", type=int, default=0, help="seed of Python's, numpy's and torch's generators")
+    g.add_argument("--eval-batch-size", type=positive_int, default=500, help="batch size of the test passes")
 
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="output folder (default: runs/<model>)")
