@@ -7,11 +7,11 @@ a user runs them; the data are a few generated PNGs in an image-folder tree.
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
+
+from helpers import assert_clear_error, cli  # noqa: F401  (moved there; other tests use them too)
 
 from test_data import _png, make_tree
 from yyfast.train import main as train_main
@@ -21,25 +21,6 @@ CLASSES = ("cat", "dog", "emu")
 # 12 train / 6 test images of 32x32, trained at 16x16 with batches of 4: a second per epoch.
 TINY_RUN = ("--model", "yynet_small_16", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--no-progress",
             "--no-cache", "--threads", "1")
-
-
-def cli(module, *args, env=None):
-    """``python -m yyfast.<module> ARGS`` in a subprocess; the CompletedProcess."""
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", f"yyfast.{module}", *map(str, args)], capture_output=True,
-                          text=True, env=full_env, timeout=300)
-
-
-def assert_clear_error(proc, *needles):
-    """Exit status 2, no traceback, and one error line (after argparse's usage lines) naming ``needles``."""
-    err = proc.stderr
-    assert proc.returncode == 2, f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {err[-3000:]}"
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 class WritesMarker:

@@ -14,7 +14,6 @@ is detected from the keys:
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections import OrderedDict
@@ -190,9 +189,17 @@ def _read_authors_file(path: str) -> Mapping:
     return source
 
 
+EXAMPLES = """
+  python -m yyfast.convert yinyang_cifar10.pt yynet_small_64.pt
+  python -m yyfast.predict yynet_small_64.pt cat.png --model yynet_small_64 --act silu
+"""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yyfast.convert", description=__doc__.split("\n")[0],
-                                     allow_abbrev=False)
+    from .cli_help import parser as make_parser
+
+    parser = make_parser("convert", "Convert the authors' Yin Yang ConvNet checkpoint into a yyfast state_dict.",
+                         EXAMPLES)
     parser.add_argument("input", help="the authors' checkpoint (a state_dict saved with torch.save)")
     parser.add_argument("output", help="where to write the yyfast state_dict")
     args = parser.parse_args(argv)

@@ -16,11 +16,20 @@ import numpy as np
 import torch
 
 
+EXAMPLES = """
+  python -m yyfast.evaluate runs/s16/best.pt --data cifar10-jpeg.tar.gz
+  python -m yyfast.evaluate runs/s16/last.pt --data tree/ --json                 # JSON on stdout
+  python -m yyfast.evaluate runs/s16/last.pt --data tree/ --output r.json --output per_class.csv --confusion cm.png
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train.cli import positive_int
 
-    p = argparse.ArgumentParser(prog="python -m yyfast.evaluate", allow_abbrev=False,
-                                description="Accuracy and loss of a yyfast.train checkpoint (raw and EMA).")
+    from .cli_help import parser
+
+    p = parser("evaluate", "Accuracy (top-1, top-5, per class) and loss of a yyfast.train checkpoint (raw and EMA).",
+               EXAMPLES)
     p.add_argument("checkpoint", help="a checkpoint written by python -m yyfast.train (e.g. runs/x/last.pt)")
     p.add_argument("--data", required=True, help="image-folder tree, its .tar.gz, or cifar-10-batches-py")
     p.add_argument("--subset-test", type=positive_int, default=None, metavar="N",
@@ -35,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    # Not "--json [FILE]": "--json CKPT --data D" would then overwrite the checkpoint with JSON.
+    p.add_argument("--output", action="append", default=None, metavar="FILE.json|FILE.csv",
+                   help="also write the results to FILE, in the format its suffix names (.json: the --json object; "
+                        ".csv: per-class accuracy, one row per class and model); repeat for both")
+    p.add_argument("--confusion", default=None, metavar="FILE.png",
+                   help="plot the confusion matrix (the EMA's if the checkpoint has one, else the raw model's)")
     return p
 
 
@@ -134,25 +149,110 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
             first = str(exc).strip().splitlines()
             raise ValueError(f"checkpoint {path!r}: its {name} weights do not fit its config ({config.name}): "
                              f"{' '.join(first[1:2] or first[:1]).strip()[:300]}") from exc
+        counts = ClassCounts(len(ckpt["classes"]), TOPK)
         loss, acc = evaluate_batches(model, *batches(), precision, World(), dev, progress=progress,
-                                     desc=f"eval {name}")
-        results[name] = {"loss": loss, "acc": acc}
+                                     desc=f"eval {name}", on_logits=counts.add)
+        results[name] = {"loss": loss, "acc": acc, **counts.report(list(ckpt["classes"]))}
     return results
+
+
+#: The second accuracy reported beside top-1 (clipped to the number of classes).
+TOPK = 5
+
+
+class ClassCounts:
+    """Top-k hits and the confusion matrix (rows: true class, columns: predicted), batch by batch."""
+
+    def __init__(self, num_classes: int, k: int):
+        self.k = min(k, num_classes)
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.topk_hits = 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = self.confusion.shape[0]
+        pred = logits.argmax(1)
+        self.confusion += torch.bincount((labels * n + pred).cpu(), minlength=n * n).view(n, n)
+        self.topk_hits += int((logits.topk(self.k, dim=1).indices == labels[:, None]).any(1).sum())
+
+    def report(self, classes: List[str]) -> Dict[str, Any]:
+        per_class_total = self.confusion.sum(1)
+        total = max(int(per_class_total.sum()), 1)
+        return {"top1": int(self.confusion.diag().sum()) / total, f"top{self.k}": self.topk_hits / total,
+                "topk": self.k,
+                "per_class": {c: {"acc": (int(self.confusion[i, i]) / int(per_class_total[i])
+                                          if per_class_total[i] else None), "images": int(per_class_total[i])}
+                              for i, c in enumerate(classes)},
+                "confusion": self.confusion.tolist()}
+
+
+def write_csv(path: str, r: Dict[str, Any]) -> None:
+    """Per-class accuracy: model, class, images, correct, accuracy."""
+    import csv
+    import io
+
+    from .train.checkpoint import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "class", "images", "accuracy"])
+    for name in ("raw", "ema"):
+        if r[name] is None:
+            continue
+        for cls, v in r[name]["per_class"].items():
+            writer.writerow([name, cls, v["images"], "" if v["acc"] is None else f"{v['acc']:.6f}"])
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_confusion(path: str, r: Dict[str, Any], classes: List[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    name = "ema" if r["ema"] is not None else "raw"
+    cm = np.array(r[name]["confusion"], dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = min(4 + 0.4 * len(classes), 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if len(classes) <= 30:  # beyond that the labels overlap into a black band
+        ax.set_xticks(range(len(classes)), classes, rotation=90)
+        ax.set_yticks(range(len(classes)), classes)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+                            color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{r['model']} ({name}), top-1 {100 * r[name]['top1']:.2f}%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def format_table(r: Dict[str, Any]) -> str:
     lines = [f"checkpoint {r['checkpoint']} (model {r['model']}, epoch {r['epoch']}), "
              f"{r['num_images']} test images from {r['data']}, {r['device']} {r['precision']}",
-             f"{'model':<6} {'loss':>8} {'accuracy':>9}"]
+             f"{'model':<6} {'loss':>8} {'top-1':>8} {'top-k':>8}"]
     for name in ("raw", "ema"):
         v = r[name]
-        lines.append(f"{name:<6} {'-':>8} {'(none)':>9}" if v is None else
-                     f"{name:<6} {v['loss']:8.4f} {100 * v['acc']:8.2f}%")
+        lines.append(f"{name:<6} {'-':>8} {'(none)':>8}" if v is None else
+                     f"{name:<6} {v['loss']:8.4f} {100 * v['acc']:7.2f}% {100 * v['top' + str(v['topk'])]:7.2f}% "
+                     f"(top-{v['topk']})")
+    best = r["ema"] or r["raw"]
+    worst = sorted(((v["acc"], c) for c, v in best["per_class"].items() if v["acc"] is not None))[:5]
+    lines.append("lowest per-class accuracy" + (" (EMA)" if r["ema"] else "") + ": " +
+                 ", ".join(f"{c} {100 * a:.1f}%" for a, c in worst))
     return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for path in args.output or []:  # before the work, not after it
+        if not path.lower().endswith((".json", ".csv")):
+            parser.error(f"--output {path!r}: name it .json or .csv (the suffix picks the format)")
     progress = None
     if not args.no_progress and not args.json:
         from functools import partial
@@ -167,6 +267,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"python -m yyfast.evaluate: error: {exc}", file=sys.stderr)
         return 2
+    from .train.checkpoint import atomic_write_text
+
+    for path in [*(args.output or []), *([args.confusion] if args.confusion else [])]:
+        try:
+            if path == args.confusion:
+                plot_confusion(path, r, list(r["raw"]["per_class"]))
+            elif path.lower().endswith(".csv"):
+                write_csv(path, r)
+            else:
+                atomic_write_text(path, json.dumps(r, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            print(f"python -m yyfast.evaluate: error: {path!r} cannot be written: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
     print(json.dumps(r, indent=2, sort_keys=True) if args.json else format_table(r))
     return 0
 

@@ -1,4 +1,4 @@
-"""ONNX export of the BatchNorm-folded YYNet: ``yyfast.export_onnx(model, "yynet.onnx")``.
+"""ONNX export of the BatchNorm-folded YYNet: ``yyfast.export_onnx(model, "yynet.onnx")``; ``python -m yyfast.export``.
 
 What is exported is ``InferenceYYNet`` in its ``"plain"`` graph: the folded convolutions, GELU/SiLU,
 the SE as ReduceMean/Gemm/Sigmoid/Mul, the fusion as Mul/Add: only standard ONNX operators, no
@@ -12,6 +12,7 @@ inputs (two batch sizes through the dynamic batch dimension), compared with PyTo
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any, Dict, List, Optional
 
@@ -161,3 +162,108 @@ def export_onnx(model: nn.Module, path: str, batch: Optional[int] = None, opset:
         report["checks"] = check_onnx(path, plain, input_shape, batches)
         report["max_rel_err"] = max(c["rel_err"] for c in report["checks"])
     return report
+
+
+def export_program(model: nn.Module, path: str, batch: Optional[int] = None,
+                   image_size: Optional[int] = None) -> Dict[str, Any]:
+    """``torch.export`` the folded plain-graph model and save it with ``torch.export.save`` (``.pt2``); the
+    saved program is loaded back and compared with the model (relative error < 1e-5)."""
+    from .config import INPUT_SIZES
+
+    plain = plain_inference_model(model)
+    size = image_size or INPUT_SIZES.get(plain.config.name, (3, 32, 32))[1]
+    x = torch.randn(batch or 2, plain.config.in_chans, size, size)
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}} if batch is None else None
+    program = torch.export.export(plain, (x,), dynamic_shapes=shapes)
+    _check_writable(path)
+    torch.export.save(program, path)
+    loaded = torch.export.load(path).module()
+    checks = []
+    for n in ([batch] if batch is not None else [1, 3]):
+        xb = torch.randn(n, *x.shape[1:])
+        with torch.no_grad():
+            err = _rel_err(loaded(xb), plain(xb))
+        checks.append({"batch": n, "rel_err": err})
+        if not err < 1e-5:
+            raise RuntimeError(f"torch.export check failed: the saved program differs by {err:.3e} at batch {n}")
+    return {"path": path, "exporter": "torch.export", "dynamic_batch": batch is None,
+            "input_shape": ["batch" if batch is None else batch, *x.shape[1:]], "size_bytes": os.path.getsize(path),
+            "checks": checks, "max_rel_err": max(c["rel_err"] for c in checks)}
+
+
+def load_any(source: str, ema: bool = False) -> nn.Module:
+    """A YYNet from a yyfast.train checkpoint (or state_dict) file, a ``save_pretrained`` folder, or a preset
+    name (random weights: for trying the export). ``ValueError`` says which of these ``source`` is not."""
+    from .config import list_models
+    from .model import YYNet, create_model
+
+    if os.path.isdir(source):
+        return YYNet.from_pretrained(source)
+    if os.path.isfile(source):
+        from .predict import load_model
+
+        return load_model(source, ema=ema).model
+    if source in list_models():
+        return create_model(source)
+    raise ValueError(f"SOURCE {source!r} is neither a checkpoint file, a save_pretrained folder nor a preset "
+                     f"name ({', '.join(list_models())})")
+
+
+EXAMPLES = """
+  python -m yyfast.export runs/s16/best.pt yynet.onnx                  # dynamic batch, checked by onnxruntime
+  python -m yyfast.export runs/s16/export yynet.pt2                    # a save_pretrained folder, torch.export
+  python -m yyfast.export yynet_small_64 fixed.onnx --batch-size 8     # a preset with random weights
+"""
+
+
+def build_parser():
+    from .cli_help import parser as make_parser
+    from .train.cli import positive_int
+
+    p = make_parser("export", "Export a YYNet (BatchNorm folded, standard operators only) to ONNX or torch.export.",
+                    EXAMPLES)
+    p.add_argument("source", help="a yyfast.train checkpoint (best.pt/last.pt), a save_pretrained folder, or a "
+                                  "preset name (random weights)")
+    p.add_argument("output", help="the file to write: .onnx or .pt2")
+    p.add_argument("--format", choices=("onnx", "export"), default=None,
+                   help="onnx or export (torch.export, .pt2); default: from the output's suffix")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--batch-size", type=positive_int, default=None, help="a fixed batch size")
+    g.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (what happens "
+                                                                   "without --batch-size)")
+    p.add_argument("--image-size", type=positive_int, default=None, help="H = W of the input (default: the "
+                                                                           "model's input size)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
+    p.add_argument("--ema", action="store_true", help="a training checkpoint's EMA weights")
+    p.add_argument("--no-check", action="store_true", help="skip the numerical check of the written file")
+    return p
+
+
+def main(argv=None) -> int:
+    import json
+
+    args = build_parser().parse_args(argv)
+    fmt = args.format or {".onnx": "onnx", ".pt2": "export"}.get(os.path.splitext(args.output)[1].lower())
+    try:
+        if fmt is None:
+            raise ValueError(f"OUTPUT {args.output!r}: cannot tell the format from its suffix; name it .onnx or .pt2, "
+                             "or pass --format onnx|export")
+        model = load_any(args.source, ema=args.ema)
+        if fmt == "onnx":
+            report = export_onnx(model, args.output, batch=args.batch_size, opset=args.opset, check=not args.no_check,
+                                 image_size=args.image_size)
+        else:
+            report = export_program(model, args.output, batch=args.batch_size, image_size=args.image_size)
+    except (ValueError, ImportError) as exc:
+        print(f"python -m yyfast.export: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # an exporter failure or a failed numerical check: not a usage error
+        print(f"python -m yyfast.export: failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: report[k] for k in ("path", "exporter", "dynamic_batch", "input_shape", "size_bytes",
+                                             "max_rel_err") if k in report}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

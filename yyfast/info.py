@@ -1,7 +1,6 @@
 """``python -m yyfast.info``: versions and which kernel backends are built and usable here."""
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -24,8 +23,16 @@ def collect() -> dict:
             "torch_cuda": torch.version.cuda, "triton": triton_version, "gpus": gpus, "backends": backends()}
 
 
+EXAMPLES = """
+  python -m yyfast.info
+  python -m yyfast.info --json
+"""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yyfast.info", description=__doc__)
+    from .cli_help import parser as make_parser
+
+    parser = make_parser("info", "Versions, GPUs and which kernel backends are built and usable here.", EXAMPLES)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     report = collect()

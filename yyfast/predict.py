@@ -235,9 +235,18 @@ def predict(loaded: LoadedModel, files: List[str], batch_size: int = 64, topk: i
     return {"predictions": predictions, "skipped": skipped}
 
 
+EXAMPLES = """
+  python -m yyfast.predict runs/s16/best.pt cat.png photos/
+  python -m yyfast.predict runs/s16/last.pt photos/ --ema --topk 3 --json
+  python -m yyfast.predict runs/s16/best.pt photos/ --output predictions.csv --output predictions.json
+  python -m yyfast.predict authors.pt photos/ --classes classes.txt      # the authors' CIFAR-10 weights
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m yyfast.predict", allow_abbrev=False,
-                                description="Class probabilities of a YYNet checkpoint for image files or folders.")
+    from .cli_help import parser
+
+    p = parser("predict", "Class probabilities of a YYNet checkpoint for image files or folders.", EXAMPLES)
     p.add_argument("checkpoint", help="a yyfast.train checkpoint (last.pt), a yyfast state_dict, or an authors' one")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--model", default=None, help="preset name, needed for a bare state_dict (e.g. yynet_small_64)")
@@ -254,14 +263,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable images and go on")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    # Not "--json [FILE]": "--json cat.png" would then overwrite the image with JSON.
+    p.add_argument("--output", action="append", default=None, metavar="FILE.json|FILE.csv",
+                   help="also write the results to FILE, in the format its suffix names (.json: the --json object; "
+                        ".csv: file, rank, class, index, prob per top-k entry); repeat for both")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def write_text(path: str, text: str) -> None:
+    from .train.checkpoint import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def write_csv(path: str, predictions: List[Dict[str, Any]]) -> None:
+    """One row per (file, top-k rank): file, rank, class, index, prob."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "rank", "class", "index", "prob"])
+    for item in predictions:
+        for rank, t in enumerate(item["topk"], 1):
+            writer.writerow([item["file"], rank, t["class"], t["index"], f"{t['prob']:.6f}"])
+    write_text(path, buf.getvalue())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
+    for path in args.output or []:  # before the work, not after it
+        if not path.lower().endswith((".json", ".csv")):
+            parser.error(f"--output {path!r}: name it .json or .csv (the suffix picks the format)")
     try:
         loaded = load_model(args.checkpoint, args.model, overrides, ema=args.ema, classes_file=args.classes,
                             image_size=args.image_size)
@@ -273,8 +309,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"python -m yyfast.predict: error: {exc}", file=sys.stderr)
         return 2
+    report = {"checkpoint": args.checkpoint, "weights": loaded.source, **result}
+    for path in args.output or []:
+        try:
+            if path.lower().endswith(".csv"):
+                write_csv(path, result["predictions"])
+            else:
+                write_text(path, json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            print(f"python -m yyfast.predict: error: --output {path!r} cannot be written: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
     if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "weights": loaded.source, **result}, indent=2))
+        print(json.dumps(report, indent=2))
     else:
         for item in result["predictions"]:
             best = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in item["topk"])

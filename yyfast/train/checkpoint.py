@@ -25,6 +25,10 @@ import numpy as np
 import torch
 
 CHECKPOINT_NAME = "last.pt"
+#: The weights with the best reported test accuracy (raw or EMA), beside ``last.pt``.
+BEST_NAME = "best.pt"
+#: ``--export`` writes into this folder of the run's ``--out``.
+EXPORT_DIR = "export"
 
 
 def _file_mode() -> int:

@@ -13,8 +13,9 @@ import os
 import sys
 from typing import List, Optional
 
+from .. import cli_help
 from ..config import ACTIVATIONS, BACKENDS, FUSIONS, INPUT_SIZES, SE_GATES, YIN_INPUTS, list_models
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .checkpoint import BEST_NAME, CHECKPOINT_NAME, EXPORT_DIR, load_checkpoint
 from .recipe import EMA_AVG_WEIGHT, EMA_START_FRACTION, GRAD_CLIP_NORM, WEIGHT_DECAY_FACTOR, recipe_defaults
 
 #: Options a resumed run must keep: they define the schedule, the data or the model.
@@ -26,6 +27,14 @@ MUST_MATCH_ON_RESUME = ("model", "epochs", "batch_size", "lr", "seed", "subset_t
 SAVED_BEFORE_OPTION = {"data_mode": "cache", "recipe": "paper"}
 
 
+EXAMPLES = """
+  python -m yyfast.train --data cifar10-jpeg.tar.gz --model yynet_small_16 --out runs/s16
+  python -m yyfast.train --out runs/s16 --resume            # continue with the saved options
+  python -m yyfast.train --data tree/ --out runs/x --export safetensors --log-interval 50 > train.log
+  torchrun --nproc_per_node=2 -m yyfast.train --data ... --out runs/ddp
+"""
+EXPORT_FORMATS = ("safetensors", "onnx")
+
 #: Options that belong to one invocation, never taken from the checkpoint.
 NOT_INHERITED_ON_RESUME = ("resume", "out", "stop_after_epochs")
 
@@ -35,14 +44,13 @@ def default_data_path() -> Optional[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m yyfast.train",
-        description="Train a YYNet with the paper's recipe (AdamW amsgrad, OneCycle, weight decay = lr*1.56 per "
-                    "epoch, clip 1.0, mixed precision on GPU, EMA from 25%%, crop/flip/brightness augmentation).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        # No abbreviations: "--epoch 3" must not be read as --epochs, saved into last.pt and
-        # compared by its spelling on --resume.
-        allow_abbrev=False)
+    # No abbreviations (cli_help.parser): "--epoch 3" must not be read as --epochs, saved into last.pt and
+    # compared by its spelling on --resume.
+    p = cli_help.parser(
+        "train",
+        "Train a YYNet with the paper's recipe (AdamW amsgrad, OneCycle, weight decay = lr*1.56 per epoch, clip 1.0, "
+        "mixed precision on GPU, EMA from 25%, crop/flip/brightness augmentation).",
+        EXAMPLES)
     g = p.add_argument_group("data")
     g.add_argument("--data", default=default_data_path(),
                    help="image-folder tree (train/<class>/*, test/<class>/*), its .tar.gz, or cifar-10-batches-py "
@@ -91,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="avg = w*avg + (1-w)*param after every step")
     g.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                    help="mixed precision: auto = bf16 (or fp16 + GradScaler) on a GPU, off on the CPU")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--eval-batch-size", type=positive_int, default=500)
+    g.add_argument("--seed", type=int, default=0, help="seed of Python's, numpy's and torch's generators")
+    g.add_argument("--eval-batch-size", type=positive_int, default=500, help="batch size of the test passes")
 
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="output folder (default: runs/<model>)")
@@ -109,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BatchNorm statistics over the global batch of all processes (torchrun), the fused spans' "
                         "included, on GPUs and CPUs (yyfast.sync_bn)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--log-interval", type=nonnegative_int, default=0, metavar="N",
+                   help="when stdout is not a terminal (a log file), print a progress line every N steps "
+                        "(0: none; on a terminal tqdm bars show progress)")
+    g.add_argument("--export", action="append", choices=EXPORT_FORMATS, default=None,
+                   help=f"at the end of a finished run, write {BEST_NAME}'s weights into <out>/{EXPORT_DIR}/: "
+                        "safetensors (model.safetensors + config.json, loads with YYNet.from_pretrained and timm), "
+                        "onnx (model.onnx); repeat for both")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log the epoch metrics to <out>/tb for TensorBoard (needs: pip install tensorboard)")
     return p
 
 
@@ -184,11 +201,25 @@ def parse(argv: Optional[List[str]] = None):
         value = getattr(args, key)
         if value is not None and not 0.0 <= value < 1.0:
             parser.error(f"--{key.replace('_', '-')} {value} is not valid; it must be in [0, 1)")
+    _check_optional_packages(parser, args)
     if args.lr <= 0 or args.wd_factor < 0 or args.clip <= 0:
         parser.error("--lr and --clip must be positive and --wd-factor non-negative")
     if not 0.0 <= args.ema_avg_weight < 1.0 or args.ema_start < 0:
         parser.error("--ema-avg-weight must be in [0, 1) and --ema-start >= 0")
     return args, checkpoint
+
+
+def _check_optional_packages(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before training starts, not after hours of it: the packages the chosen outputs need."""
+    needs = {"safetensors": "safetensors", "onnx": "onnx"}
+    wanted = [(f"--export {f}", needs[f]) for f in (getattr(args, "export", None) or [])]
+    if getattr(args, "tensorboard", False):
+        wanted.append(("--tensorboard", "tensorboard"))
+    for option, module in wanted:
+        try:
+            __import__(module)
+        except ImportError:
+            parser.error(f"{option} needs the {module!r} package, which is not installed: pip install {module}")
 
 
 def _given_options(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> set:

@@ -82,9 +82,11 @@ def train_one_epoch(model: nn.Module, raw_model: nn.Module, images: torch.Tensor
 def train_batches(model: nn.Module, raw_model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
                   steps: int, optimizer, scheduler, scaler, precision: Precision, ema: Optional[ModelEMA], *,
                   epoch: int, first_step: int, clip_norm: float, world: World, device: torch.device,
-                  progress: Optional[Callable] = None) -> EpochResult:
+                  progress: Optional[Callable] = None, log_interval: int = 0,
+                  log: Optional[Callable[[str], None]] = None) -> EpochResult:
     """One epoch of optimizer steps over ``batches`` (``steps`` of them, the same count on every rank).
     ``model`` is what runs forward (DDP/compiled), ``raw_model`` the plain YYNet (clipping, EMA).
+    ``log_interval`` > 0 with ``log``: a progress line every that many steps (for logs, where tqdm is off).
     Returns the epoch's mean training loss/accuracy over all ranks."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -114,6 +116,10 @@ def train_batches(model: nn.Module, raw_model: nn.Module, batches: Iterable[Tupl
             if s % 10 == 0 or s == steps - 1:  # .item() syncs the GPU: not every step
                 rate = seen * world.size / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
+        if log is not None and log_interval > 0 and ((s + 1) % log_interval == 0 or s == steps - 1):
+            rate = seen * world.size / max(time.perf_counter() - start, 1e-9)
+            log(f"epoch {epoch + 1} step {s + 1}/{steps}  loss {loss.item():.4f}  "
+                f"lr {optimizer.param_groups[0]['lr']:.2e}  {rate:.0f} img/s")
     if bar is not None:
         bar.close()
     if device.type == "cuda":
@@ -139,8 +145,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, augme
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                      precision: Precision, world: World, device: torch.device, progress: Optional[Callable] = None,
-                     desc: str = "eval"):
-    """Mean cross-entropy and accuracy over ``batches`` (this rank's share), summed over the ranks."""
+                     desc: str = "eval", on_logits: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None):
+    """Mean cross-entropy and accuracy over ``batches`` (this rank's share), summed over the ranks.
+    ``on_logits(logits, labels)``, if given, sees every batch (more metrics without a second pass)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -154,6 +161,8 @@ def evaluate_batches(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, tor
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
         count += y.shape[0]
+        if on_logits is not None:
+            on_logits(logits, y)
     totals = all_reduce_sum(torch.stack([loss_sum, correct.double(), count]), world).tolist()
     model.train(was_training)
     n = max(totals[2], 1.0)

@@ -21,8 +21,8 @@ from ..config import get_config
 from ..preprocess import preprocessing
 from ..sync_bn import convert_sync_batchnorm
 from . import distributed as dist_utils
-from .checkpoint import (CHECKPOINT_NAME, atomic_write_json, atomic_write_text, remove_stale_temp_files, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (BEST_NAME, CHECKPOINT_NAME, EXPORT_DIR, atomic_write_json, atomic_write_text,
+                         remove_stale_temp_files, rng_state, save_checkpoint, set_rng_state)
 from .ema import ModelEMA
 from .engine import evaluate_batches, train_batches
 from .fingerprint import describe as describe_fingerprint
@@ -91,6 +91,18 @@ def _best(history: List[Dict[str, Any]], key: str):
     return best[0], best[1]
 
 
+def best_entry(history: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The epoch with the best reported test accuracy: the EMA's where it has started and beats the raw
+    model's, else the raw model's (ties: the earliest epoch). ``None`` before the first epoch."""
+    best = None
+    for h in history:
+        ema_acc = h.get("ema_test_acc")
+        source, acc = ("ema", ema_acc) if ema_acc is not None and ema_acc > h["test_acc"] else ("raw", h["test_acc"])
+        if best is None or acc > best["test_acc"]:
+            best = {"source": source, "epoch": h["epoch"], "test_acc": acc}
+    return best
+
+
 def make_summary(args, history, model, classes, device, precision, world, num_train, num_test,
                  elapsed: float) -> Dict[str, Any]:
     last = history[-1] if history else {}
@@ -102,6 +114,8 @@ def make_summary(args, history, model, classes, device, precision, world, num_tr
         "last": {k: last.get(k) for k in ("epoch", "test_loss", "test_acc", "ema_test_loss", "ema_test_acc")},
         "best": {"test_acc": best_raw, "test_acc_epoch": best_raw_epoch,
                  "ema_test_acc": best_ema, "ema_test_acc_epoch": best_ema_epoch},
+        # best.pt: which model (raw or EMA), epoch and accuracy; the EMA's where it is the better reported one
+        "best_checkpoint": best_entry(history), "best_source": (best_entry(history) or {}).get("source"),
         "note": "test_acc is the raw model, ema_test_acc the EMA; 'best' is the maximum over epochs (what the "
                 "authors' code reports, for the raw model), 'last' the final epoch.",
         "total_time_s": elapsed, "train_time_s": sum(h["epoch_time_s"] for h in history),
@@ -274,12 +288,21 @@ def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
     if world.is_main and checkpoint is not None:
         write_outputs(elapsed_before)  # metrics.jsonl may have a line from after the checkpoint: rewrite it
 
+    tb_writer = None
+    if world.is_main and getattr(args, "tensorboard", False):
+        from torch.utils.tensorboard import SummaryWriter  # checked importable by the CLI
+
+        tb_writer = SummaryWriter(os.path.join(out, "tb"))
+    # tqdm draws bars on a terminal; in a log file (stdout redirected) --log-interval prints lines instead.
+    step_log = log if getattr(args, "log_interval", 0) and not sys.stdout.isatty() else None
+
     stop = args.epochs if args.stop_after_epochs is None else min(args.epochs, args.stop_after_epochs)
     run_start = time.perf_counter()
     for epoch in range(start_epoch, stop):
         result = train_batches(model, raw_model, source.train_batches(epoch), steps, optimizer, scheduler, scaler,
                                precision, ema, epoch=epoch, first_step=epoch * steps, clip_norm=args.clip,
-                               world=world, device=device, progress=progress)
+                               world=world, device=device, progress=progress,
+                               log_interval=getattr(args, "log_interval", 0), log=step_log)
         weight_decay = update_weight_decay(optimizer, args.wd_factor)
         dist_utils.broadcast_buffers(raw_model, world)
         test_loss, test_acc = evaluate_batches(raw_model, *source.eval_batches(), precision, world, device, progress,
@@ -311,13 +334,27 @@ def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
                      "num_test": source.num_test,
                      "yyfast_version": yyfast_version, "torch_version": str(torch.__version__)}
             save_checkpoint(os.path.join(out, CHECKPOINT_NAME), state)
+            best = best_entry(history)
+            if best["epoch"] == epoch + 1:  # this epoch improved the best reported accuracy
+                save_checkpoint(os.path.join(out, BEST_NAME), best_state(state, best, ema_model))
             write_outputs(elapsed)
+            if tb_writer is not None:
+                for key in ("train_loss", "train_acc", "test_loss", "test_acc", "ema_test_loss", "ema_test_acc", "lr",
+                            "weight_decay", "images_per_s"):
+                    if metrics[key] is not None:
+                        tb_writer.add_scalar(key, metrics[key], epoch + 1)
+                tb_writer.flush()
         dist_utils.barrier(world)
 
+    if tb_writer is not None:
+        tb_writer.close()
     elapsed = elapsed_before + time.perf_counter() - run_start
     result = summary(elapsed)
     if world.is_main:
         atomic_write_json(os.path.join(out, "summary.json"), result)
+        if result["finished"] and getattr(args, "export", None):
+            for path in export_best(out, raw_model, args.export, args.image_size):
+                log(f"exported {path}")
         if result["finished"]:
             best = result["best"]
             last = result["last"]
@@ -328,6 +365,37 @@ def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
             log(f"stopped after epoch {len(history)} of {args.epochs}; continue with --resume --out {out}")
     sys.stdout.flush()
     return result
+
+
+def best_state(state: Dict[str, Any], best: Dict[str, Any], ema_model) -> Dict[str, Any]:
+    """``best.pt``: ``last.pt``'s plain-type format with ``model`` = the best weights (the EMA's when
+    ``best["source"]`` is ``"ema"``) and ``best`` saying which; no optimizer/EMA state (not for --resume)."""
+    weights = ema_model.state_dict() if best["source"] == "ema" else state["model"]
+    skip = ("model", "optimizer", "scheduler", "scaler", "ema", "rng")
+    return {**{k: v for k, v in state.items() if k not in skip}, "model": weights, "ema": None, "best": dict(best)}
+
+
+def export_best(out: str, model: torch.nn.Module, formats: List[str], image_size: int) -> List[str]:
+    """Write ``best.pt``'s weights into ``<out>/export/`` in ``formats`` (``safetensors``: ``model.safetensors`` +
+    ``config.json`` via ``yyfast.hub.save_pretrained``; ``onnx``: ``model.onnx`` via ``export_onnx``)."""
+    import copy
+
+    from .checkpoint import load_checkpoint
+
+    best = copy.deepcopy(model).cpu().float().eval()
+    best.load_state_dict(load_checkpoint(os.path.join(out, BEST_NAME))["model"])
+    folder = os.path.join(out, EXPORT_DIR)
+    written = []
+    if "safetensors" in formats:
+        from ..hub import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+
+        save_pretrained(best, folder)
+        written += [os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, CONFIG_NAME)]
+    if "onnx" in formats:
+        from ..export import export_onnx
+
+        written.append(export_onnx(best, os.path.join(folder, "model.onnx"), image_size=image_size)["path"])
+    return written
 
 
 def _json_line(obj) -> str:
