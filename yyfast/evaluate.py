@@ -109,7 +109,6 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
             return ((augment.eval(images_t[c]), labels_t[c]) for c in chunks), len(chunks)
     else:  # e.g. --recipe imagenet: resize + centre crop per image, streamed as in training
         from .preprocess import Preprocessing
-        from .train.distributed import World
         from .train.engine import loader_batches
         from .train.stream import StreamData
 
