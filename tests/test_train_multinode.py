@@ -1,6 +1,6 @@
 """Two "nodes" of two processes each (four gloo ranks on this machine, one torchrun per node, c10d
 rendezvous, a node-local cache folder each): the run trains with --sync-bn over all four, each node
-gets its decoded cache, one checkpoint is written and only global rank 0 logs. (That LOCAL_RANK 0
+gets its decoded cache, one last.pt (and best.pt) is written and only global rank 0 logs. (That LOCAL_RANK 0
 decodes first and its node's other ranks then read the file is in ``sources.cached_source``; this
 test does not count decodes.)"""
 import json
@@ -44,5 +44,5 @@ def test_two_nodes_of_two_processes(tmp_path):
             os.listdir(cache)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 4 and summary["finished"] and summary["num_train"] == 18
-    assert sorted(p for p in os.listdir(out) if p.endswith(".pt")) == ["last.pt"]
+    assert sorted(p for p in os.listdir(out) if p.endswith(".pt")) == ["best.pt", "last.pt"]  # by rank 0 only
     assert sum(log.count("epoch   1/1") for log in logs) == 1  # only global rank 0 logs
