@@ -129,24 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def nonnegative_int(text: str) -> int:
+def _int_at_least(minimum: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer" if minimum == 1 else f"{value} is negative")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    return _int_at_least(0, text)
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+    return _int_at_least(1, text)
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:

@@ -157,7 +157,8 @@ def _folder_split(root: str, split: str) -> Dict[str, List[str]]:
     return files
 
 
-def _eval_split_name(root: str) -> str:
+def eval_split_name(root: str) -> str:
+    """The evaluation split's folder under ``root``: ``test/``, else ``val/`` (``EVAL_SPLIT_NAMES``)."""
     for name in EVAL_SPLIT_NAMES:
         if os.path.isdir(os.path.join(root, name)):
             return name
@@ -167,7 +168,7 @@ def _eval_split_name(root: str) -> str:
 
 def _read_folder(root: str, splits: Sequence[str], subsets: Dict[str, Optional[int]], image_size: int,
                  progress) -> Dataset:
-    names = {"train": "train", "test": _eval_split_name(root) if "test" in splits else "test"}
+    names = {"train": "train", "test": eval_split_name(root) if "test" in splits else "test"}
     if "train" in splits and not os.path.isdir(os.path.join(root, "train")):
         raise DatasetError(f"--data {root!r}: expected train/<class>/*.jpg under {root}; there is no train/ folder")
     listing = {s: _folder_split(root, names[s]) for s in splits}

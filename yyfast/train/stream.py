@@ -21,7 +21,7 @@ from typing import List
 import torch
 
 from ..preprocess import EvalTransform, Preprocessing, train_transform
-from .data import EVAL_SPLIT_NAMES, DatasetError
+from .data import DatasetError, eval_split_name
 from .distributed import World
 from .engine import stream_seed
 
@@ -37,14 +37,6 @@ def _image_folder(root: str, split: str, transform):
         return ImageFolder(path, transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DatasetError(f"--data {root!r}: cannot stream {split}/: {exc}") from exc
-
-
-def eval_split(root: str) -> str:
-    for name in EVAL_SPLIT_NAMES:
-        if os.path.isdir(os.path.join(root, name)):
-            return name
-    raise DatasetError(f"--data {root!r}: expected an evaluation split {' or '.join(EVAL_SPLIT_NAMES)}/<class>/* "
-                       "beside train/")
 
 
 class SeededTransform(torch.utils.data.Dataset):
@@ -78,9 +70,9 @@ class StreamData:
             raise DatasetError(f"--data {self.root!r}: --data-mode stream needs an image-folder tree "
                                "(train/<class>/*, val/<class>/*), not an archive")
         self.train_set = SeededTransform(_image_folder(self.root, "train", None), train_transform(self.prep))
-        self.eval_set = _image_folder(self.root, eval_split(self.root), EvalTransform(self.prep))
+        self.eval_set = _image_folder(self.root, eval_split_name(self.root), EvalTransform(self.prep))
         if self.train_set.dataset.classes != self.eval_set.classes:
-            raise DatasetError(f"--data {self.root!r}: train/ and {eval_split(self.root)}/ have different classes")
+            raise DatasetError(f"--data {self.root!r}: train/ and {eval_split_name(self.root)}/ have different classes")
 
     @property
     def classes(self) -> List[str]:
