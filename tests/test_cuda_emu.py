@@ -95,16 +95,18 @@ def drivers(tmp_path_factory):
     """The driver against the real kernels ("clean") and against each mutation, built in parallel."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def build(name):
-        out = tmp_path_factory.mktemp(name)
+    def build(name, out):
         if name == "clean":
             return build_driver(out)
         file, old, new, _expect = MUTATIONS[name]
         return build_driver(out, mutated_kernels(out, file, old, new))
 
     names = ["clean", *MUTATIONS]
+    # The folders first, in this thread: pytest creates its base temp folder lazily and not thread-safely
+    # (run alone with -m cuda_emu, two builder threads each made one and mktemp refused the other's).
+    outs = [tmp_path_factory.mktemp(name) for name in names]
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        return dict(zip(names, pool.map(build, names)))
+        return dict(zip(names, pool.map(build, names, outs)))
 
 
 @pytest.fixture(scope="module")
