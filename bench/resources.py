@@ -196,10 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--md", default=str(RESULTS / "resources-sm80-sm90.md"))
     p.add_argument("--json", default=str(RESULTS / "resources-sm80-sm90.json"))
     args = p.parse_args(argv)
-    try:
-        archs = [int(a) for a in args.arch.split(",")]
-    except ValueError:
-        print(f"resources.py: error: --arch {args.arch!r} is not valid; use e.g. 80,90", file=sys.stderr)
+    archs = triton_aot.parse_archs(args.arch, "resources.py")
+    if archs is None:
         return 2
     try:
         t0 = time.perf_counter()

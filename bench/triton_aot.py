@@ -272,6 +272,15 @@ def resources(compiled) -> Dict[str, int]:
     return {"shared": int(getattr(md, "shared", 0)), "num_warps": int(getattr(md, "num_warps", 0))}
 
 
+def parse_archs(text: str, prog: str) -> Optional[list]:
+    """``--arch 80,90`` as ints; None after printing one error line (the caller exits 2)."""
+    try:
+        return [int(a) for a in text.split(",")]
+    except ValueError:
+        print(f"{prog}: error: --arch {text!r} is not valid; use e.g. 80,90", file=sys.stderr)
+        return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="80,90", help="compute capabilities, comma-separated (default 80,90)")
@@ -283,10 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "the same kernels and constants (what the tests use with --subset cover)")
     p.add_argument("--json", help="write the list of compiled specialisations here")
     args = p.parse_args(argv)
-    try:
-        archs = [int(a) for a in args.arch.split(",")]
-    except ValueError:
-        print(f"triton_aot.py: error: --arch {args.arch!r} is not valid; use e.g. 80,90", file=sys.stderr)
+    archs = parse_archs(args.arch, "triton_aot.py")
+    if archs is None:
         return 2
     t0 = time.perf_counter()
     batches = dict(train_batches=(64,), eval_batches=(1024,)) if args.quick else {}
