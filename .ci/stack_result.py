@@ -63,7 +63,8 @@ def git_commit():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True)
-    ap.add_argument("--tests", required=True, choices=["suite", "subset"], help="the whole suite or .ci/stacks.sh's subset")
+    ap.add_argument("--tests", required=True, choices=["suite", "subset"],
+                    help="the whole suite or .ci/stacks.sh's subset")
     ap.add_argument("--rc", type=int, required=True, help="the stack's exit status (0: it passed)")
     ap.add_argument("--install-s", type=int, required=True)
     ap.add_argument("--test-s", type=int, required=True)

@@ -354,7 +354,8 @@ def parse_int_list(text: str, name: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{name}={text!r} is not valid; it must be a comma-separated list of positive integers")
+        raise ValueError(f"{name}={text!r} is not valid; it must be a comma-separated list of positive "
+                         "integers") from None
     if not values or any(v < 1 for v in values):
         raise ValueError(f"{name}={text!r} is not valid; it must be a comma-separated list of positive integers")
     return values

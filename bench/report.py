@@ -39,7 +39,7 @@ def load_results(results_dir: Path) -> Dict[str, Dict[str, Tuple[str, dict]]]:
         try:
             doc = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ReportError(f"{path} is not valid JSON: {exc}")
+            raise ReportError(f"{path} is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict) or "results" not in doc or "device" not in doc:
             raise ReportError(f"{path} lacks the 'device' and 'results' keys of a benchmark result file")
         slug = doc.get("device_slug") or path.name.rsplit("-", 4)[0]

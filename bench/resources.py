@@ -157,7 +157,7 @@ WHY_OVER_LIMIT = {
 
 
 def markdown(rows: List[Dict], head: Dict) -> str:
-    lines = [f"# Kernel resources, sm_80 and sm_90", "",
+    lines = ["# Kernel resources, sm_80 and sm_90", "",
              f"Written by `{head['command']}` ({head['date']}, triton {head['triton']}, "
              f"{head['cuobjdump']}). Registers/thread (REG), stack and local bytes/thread "
              f"(LOCAL > 0 would be spills), shared memory bytes/block. "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 from typing import List
 
@@ -118,9 +119,9 @@ def main(argv=None) -> int:
             continue
         for dtype in dtypes:
             for cl in (True, False):
-                cases = [(f"dw_bn_act_se {s} train={t}", lambda s=s, t=t: span_case(backend, s, dtype, cl, t, device))
+                cases = [(f"dw_bn_act_se {s} train={t}", partial(span_case, backend, s, dtype, cl, t, device))
                          for s in SPAN_SHAPES for t in (True, False)]
-                cases += [(f"yinyang_fuse {s} {f}", lambda s=s, f=f: fuse_case(backend, s, dtype, cl, f, device))
+                cases += [(f"yinyang_fuse {s} {f}", partial(fuse_case, backend, s, dtype, cl, f, device))
                           for s in FUSE_SHAPES for f in ("add", "gate_sub")]
                 for what, case in cases:
                     label = f"{backend} {str(dtype).replace('torch.', '')} {'NHWC' if cl else 'NCHW'} {what}"

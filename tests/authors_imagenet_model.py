@@ -11,7 +11,6 @@ then overwrites the result with ``self.expand_conv(x)``: the input BN's statisti
 training but its output never reaches the network. The script builds with lazy modules; the
 channel counts are spelled out here instead (same parameters once materialised).
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -60,7 +60,8 @@ class AuthorsCifarYYNet(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.yingyang = AuthorsYinYang(c)
-        self.reduction = nn.Sequential(nn.Sequential(AuthorsResidual(c, c, 2), AuthorsMBConv(c, 2), AuthorsMBConv(c, 1)))
+        self.reduction = nn.Sequential(
+            nn.Sequential(AuthorsResidual(c, c, 2), AuthorsMBConv(c, 2), AuthorsMBConv(c, 1)))
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 40), nn.SiLU(), nn.Dropout(0.0))
         self.cls = nn.Linear(40, 10)
 

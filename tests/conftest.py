@@ -18,7 +18,8 @@ if not _HAS_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 #: Devices every op test runs on: the CPU always, the GPU when one is visible.
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _HAS_GPU, reason="needs a CUDA GPU; none is visible"))]
+DEVICES = ["cpu",
+           pytest.param("cuda", marks=pytest.mark.skipif(not _HAS_GPU, reason="needs a CUDA GPU; none is visible"))]
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,8 @@ def test_cmake_math_and_ctest(tmp_path):
     """Configure, build the shared-math test, the span-kernel check and the emulated CUDA kernels' driver
     (and the device-code compile when nvcc exists), run ctest."""
     build = tmp_path / "build"
-    configure = ["cmake", "-S", ROOT, "-B", str(build), "-DYYFAST_WITH_TORCH=OFF", f"-DPython3_EXECUTABLE={sys.executable}"]
+    configure = ["cmake", "-S", ROOT, "-B", str(build), "-DYYFAST_WITH_TORCH=OFF",
+                 f"-DPython3_EXECUTABLE={sys.executable}"]
     nvcc = _nvcc()
     if nvcc:
         configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")

@@ -18,7 +18,7 @@ def test_help(module):
     assert text.startswith(f"usage: python -m yyfast.{module}")
     description = " ".join(text.split("\n\n")[1].split())  # argparse wraps it to the terminal's width
     assert description.endswith(".") and 20 < len(description) < 250, description  # one sentence
-    assert f"examples:\n  python -m yyfast." in text or "examples:\n  torchrun" in text
+    assert "examples:\n  python -m yyfast." in text or "examples:\n  torchrun" in text
     assert "%%" not in text
     assert "default: None" not in text and "default: False" not in text
 
@@ -27,5 +27,6 @@ def test_real_defaults_are_shown_zero_included():
     from yyfast.train.cli import build_parser
 
     text = " ".join(build_parser().format_help().split())
-    assert "--seed SEED seed of Python's, numpy's and torch's generators (default: 0)" in text and "--clip CLIP global gradient-norm clip (default: 1.0)" in text
+    assert "--seed SEED seed of Python's, numpy's and torch's generators (default: 0)" in text
+    assert "--clip CLIP global gradient-norm clip (default: 1.0)" in text
     assert "--no-progress no progress bars (default" not in text  # a store_true flag: False is no value

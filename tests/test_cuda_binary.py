@@ -3,7 +3,6 @@
 sm_120) JIT-compile the kernels instead of failing with "no kernel image is available"."""
 from __future__ import annotations
 
-import glob
 import re
 import subprocess
 import sys

@@ -93,7 +93,7 @@ def test_fold_cache_sees_every_change():
     x = _x()
     with torch.no_grad():
         net(x)  # fills the cache
-        for name, t in list(net.state_dict().items())[::7]:
+        for t in list(net.state_dict().values())[::7]:
             if t.is_floating_point():
                 t.mul_(1.1).add_(0.01)  # the state_dict tensors alias the model's
         ref.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
@@ -168,7 +168,7 @@ def test_yin_branch_keeps_channels_last(yin_input):
     net = ReferenceYYNet(yyfast.get_config(MODEL, yin_input=yin_input)).eval()
     for channels_last in (True, False):
         seen = []
-        hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in net.yin.modules()
+        hooks = [m.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o)) for m in net.yin.modules()
                  if isinstance(m, torch.nn.Conv2d)]
         with torch.no_grad():
             net(_x(n=2, channels_last=channels_last))

@@ -88,7 +88,8 @@ def test_tensorboard_missing_is_one_clear_line(data, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
-                    reason="tensorboard is an optional extra (requirements.txt installs it for CI) and is not installed")
+                    reason="tensorboard is an optional extra (requirements.txt installs it for CI) "
+                           "and is not installed")
 def test_tensorboard_writes_event_files(data, tmp_path):
     proc = cli("train", "--data", data, "--out", tmp_path / "run", *TINY_RUN, "--tensorboard")
     assert proc.returncode == 0, proc.stderr[-3000:]

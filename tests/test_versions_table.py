@@ -70,7 +70,8 @@ def test_check_fails_when_a_result_changes(repo):
     (lambda r: (r / "results" / "old.json").write_text(json.dumps(_result("old", "3.10.13", "2.11.0", "3.6.0", False))),
      "failed"),
     (lambda r: (r / "stacks.txt").write_text("old 3.10 2.12.0 3.6.0\nnew 3.12 2.15.0 3.9.0\n"), "but the stack pins"),
-    (lambda r: (r / "pyproject.toml").write_text((r / "pyproject.toml").read_text().replace("torch>=2.11", "torch>=2.4")),
+    (lambda r: (r / "pyproject.toml").write_text(
+        (r / "pyproject.toml").read_text().replace("torch>=2.11", "torch>=2.4")),
      "torch>=2.11"),
     (lambda r: (r / "pyproject.toml").write_text((r / "pyproject.toml").read_text().replace(">=3.10", ">=3.9")),
      'requires-python = ">=3.10"'),

@@ -18,7 +18,8 @@ def collect() -> dict:
         triton_version = triton.__version__
     except Exception:  # not installed, or broken
         triton_version = None
-    gpus = [torch.cuda.get_device_name(k) for k in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = ([torch.cuda.get_device_name(k) for k in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() else [])
     return {"yyfast": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torch_cuda": torch.version.cuda, "triton": triton_version, "gpus": gpus, "backends": backends()}
 

@@ -80,7 +80,8 @@ def feature_info_of(config: YYNetConfig) -> List[Dict[str, Any]]:
 
 
 def take_indices(count: int, indices: Indices) -> List[int]:
-    """timm's ``feature_take_indices``: None -> all, int n -> the last n, a sequence -> those (negative from the end)."""
+    """timm's ``feature_take_indices``: None -> all, int n -> the last n, a sequence -> those (negative from
+    the end)."""
     if indices is None:
         indices = count
     if isinstance(indices, int) and not isinstance(indices, bool):

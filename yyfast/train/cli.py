@@ -135,7 +135,8 @@ def _int_at_least(minimum: int, text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer" if minimum == 1 else f"{value} is negative")
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer" if minimum == 1
+                                         else f"{value} is negative")
     return value
 
 

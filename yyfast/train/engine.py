@@ -132,9 +132,11 @@ def train_batches(model: nn.Module, raw_model: nn.Module, batches: Iterable[Tupl
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment,
-             precision: Precision, batch_size: int = 500, world: World = World(),
+             precision: Precision, batch_size: int = 500, world: Optional[World] = None,
              progress: Optional[Callable] = None, desc: str = "eval"):
-    """Mean cross-entropy and accuracy over every image (each rank takes every ``size``-th one)."""
+    """Mean cross-entropy and accuracy over every image (each rank takes every ``size``-th one;
+    ``world`` None: a single process)."""
+    world = world or World()
     idx = torch.arange(images.shape[0])[world.rank::world.size]
     chunks = [idx[b * batch_size:(b + 1) * batch_size].to(images.device)
               for b in range(math.ceil(idx.numel() / batch_size))]
