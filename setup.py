@@ -63,9 +63,8 @@ def extensions():
 
 ext_modules, cmdclass = extensions()
 
+# Name, version and dependencies come from pyproject.toml's [project] table (the version's one place).
 setup(
-    name="yyfast",
-    version="0.1.0",
     packages=find_packages(include=["yyfast", "yyfast.*"]) + ["yyfast.kernels"],
     package_dir={"yyfast.kernels": "kernels"},
     ext_modules=ext_modules,

@@ -5,9 +5,8 @@ Public API: ``YYNet``, ``create_model``, ``list_models``, ``YYNetConfig``, ``bac
 ``InferenceYYNet``, ``export_onnx``. With timm installed, the presets are also timm models
 (``yyfast.timm_registry``); ``save_pretrained``/``from_pretrained`` are in ``yyfast.hub``.
 """
-__version__ = "0.1.0"
-
 from . import ops
+from ._version import __version__
 from .availability import backends
 from .config import PARAMETER_COUNTS, YYNetConfig, get_config, list_models
 from .inference import InferenceYYNet, optimize_for_inference
