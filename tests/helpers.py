@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: relative errors, poisoning, device parametrisation, running the CLIs."""
+"""Helpers shared by the tests: relative errors, device parametrisation, running the CLIs."""
 import os
 import subprocess
 import sys
@@ -15,18 +15,6 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
         return float("inf")
     denom = ref64.norm().item()
     return (out64 - ref64).norm().item() / (denom if denom > 0 else 1.0)
-
-
-def assert_close_rel(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str = "output") -> None:
-    assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    err = rel_err(out, ref)
-    assert err < tol, f"{what}: relative error {err:.3e} >= {tol:.1e}"
-
-
-def poison_(t: torch.Tensor) -> torch.Tensor:
-    """Fill with NaN so an unwritten element fails every comparison."""
-    with torch.no_grad():
-        return t.fill_(float("nan"))
 
 
 def cli(module, *args, env=None):

@@ -93,8 +93,6 @@ class YYNetConfig:
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{key}={value!r} is not valid; it must be a float in [0, 1)")
-        if self.yin_input == "red" and self.in_chans < 1:
-            raise ValueError("yin_input='red' needs in_chans >= 1")
         if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
             raise ValueError(f"bn_eps={self.bn_eps!r} is not valid; it must be a positive float")
         if not (isinstance(self.bn_momentum, (int, float)) and 0.0 <= self.bn_momentum <= 1.0):

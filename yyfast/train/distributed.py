@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -86,9 +85,3 @@ def broadcast_buffers(module: torch.nn.Module, world: World, src: int = 0) -> No
         dist.broadcast(buf, src)
 
 
-def max_over_ranks(value: float, world: World, device: Optional[torch.device] = None) -> float:
-    if not world.distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())

@@ -68,17 +68,6 @@ def loader_batches(loader, device: torch.device, channels_last: bool = False
         yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y.to(device, non_blocking=True)
 
 
-def train_one_epoch(model: nn.Module, raw_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    augment: BatchAugment, optimizer, scheduler, scaler, precision: Precision,
-                    ema: Optional[ModelEMA], *, epoch: int, seed: int, batch_size: int, first_step: int,
-                    clip_norm: float, world: World, progress: Optional[Callable] = None) -> EpochResult:
-    """Train for one epoch on device-resident uint8 data (``cached_batches``); see ``train_batches``."""
-    batches = cached_batches(images, labels, augment, epoch=epoch, seed=seed, batch_size=batch_size, world=world)
-    return train_batches(model, raw_model, batches, steps_per_epoch(images.shape[0], batch_size, world), optimizer,
-                         scheduler, scaler, precision, ema, epoch=epoch, first_step=first_step, clip_norm=clip_norm,
-                         world=world, device=images.device, progress=progress)
-
-
 def train_batches(model: nn.Module, raw_model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
                   steps: int, optimizer, scheduler, scaler, precision: Precision, ema: Optional[ModelEMA], *,
                   epoch: int, first_step: int, clip_norm: float, world: World, device: torch.device,
