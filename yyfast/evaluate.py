@@ -69,15 +69,11 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
                         device: str = "auto", backend: str = "auto", amp: str = "auto",
                         image_size: Optional[int] = None, cache_dir: Optional[str] = None, use_cache: bool = True,
                         progress=None, log=None) -> Dict[str, Any]:
+    from .availability import resolve_device
     from .config import YYNetConfig
-    from .model import create_model
-    from .train.augment import BatchAugment
-    from .train.cache import load_dataset
-    from .train.checkpoint import load_checkpoint
     from .train.distributed import World
     from .train.engine import evaluate_batches
     from .train.loop import check_backend
-    from .availability import resolve_device
     from .train.recipe import choose_precision
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -85,46 +81,20 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8):
         raise ValueError(f"image_size={image_size!r} is not valid; it must be an integer >= 8 or None (the size "
                          "the checkpoint was trained at)")
-    ckpt = load_checkpoint(path)  # weights_only: no code in the file can run
-    if not isinstance(ckpt, dict) or not {"model", "config", "classes"} <= set(ckpt):
-        raise ValueError(f"checkpoint {path!r} is not a yyfast.train checkpoint (expected the keys model, config, "
-                         "classes)")
+    ckpt = _load_train_checkpoint(path)
     dev = resolve_device(device)
     check_backend(backend, dev)
     size = int(image_size if image_size is not None else ckpt.get("image_size") or 32)
     norm = {k: tuple(v) for k, v in (ckpt.get("normalize") or {}).items() if k in ("mean", "std")}
     pre = ckpt.get("preprocess") or {}
     if pre.get("resize", "stretch") == "stretch":  # the decoded cache holds exactly this geometry
-        dataset = load_dataset(data, ("test",), {"test": subset_test}, size, cache_dir=cache_dir,
-                               use_cache=use_cache, progress=progress, log=log or (lambda *a, **k: None))
-        split = dataset.splits["test"]
-        labels_t = torch.from_numpy(_map_labels(split.labels, dataset.classes, list(ckpt["classes"]))).to(dev)
-        images_t = torch.from_numpy(split.images).to(dev)
-        augment = BatchAugment(crop=size, **norm)
-        num_images = int(labels_t.numel())
-
-        def batches():
-            chunks = [torch.arange(b, min(b + batch_size, num_images), device=dev)
-                      for b in range(0, num_images, batch_size)]
-            return ((augment.eval(images_t[c]), labels_t[c]) for c in chunks), len(chunks)
+        batches, num_images = _cached_test_batches(ckpt, data, subset_test, batch_size, size, norm, dev, cache_dir,
+                                                   use_cache, progress, log)
     else:  # e.g. --recipe imagenet: resize + centre crop per image, streamed as in training
-        from .preprocess import Preprocessing
-        from .train.engine import loader_batches
-        from .train.stream import StreamData
-
         if subset_test is not None:
             raise ValueError("subset_test selects from the decoded cache; this checkpoint's preprocessing streams "
                              "the images: point data at a smaller tree instead")
-        prep = Preprocessing(pre.get("recipe", "imagenet"), size, norm["mean"], norm["std"], pre["resize"],
-                             float(pre.get("crop_pct", 1.0)))
-        stream = StreamData(data, prep, World(), workers=min(8, os.cpu_count() or 1))
-        lookup = torch.from_numpy(_map_labels(np.arange(len(stream.classes)), stream.classes,
-                                              list(ckpt["classes"]))).to(dev)
-        num_images = len(stream.eval_set)
-
-        def batches():
-            loader = stream.eval_loader(batch_size)
-            return ((x, lookup[y]) for x, y in loader_batches(loader, dev)), len(loader)
+        batches, num_images = _streamed_test_batches(ckpt, data, batch_size, size, norm, pre, dev)
     precision = choose_precision(amp, dev)
     try:
         config = YYNetConfig(**ckpt["config"])
@@ -141,18 +111,79 @@ def evaluate_checkpoint(path: str, data: str, subset_test: Optional[int] = None,
         if name not in models:
             results[name] = None
             continue
-        model = create_model(config, backend=backend).to(dev)
-        try:
-            model.load_state_dict(models[name])
-        except (RuntimeError, TypeError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()
-            raise ValueError(f"checkpoint {path!r}: its {name} weights do not fit its config ({config.name}): "
-                             f"{' '.join(first[1:2] or first[:1]).strip()[:300]}") from exc
+        model = _model_with_weights(path, name, config, models[name], backend, dev)
         counts = ClassCounts(len(ckpt["classes"]), TOPK)
         loss, acc = evaluate_batches(model, *batches(), precision, World(), dev, progress=progress,
                                      desc=f"eval {name}", on_logits=counts.add)
         results[name] = {"loss": loss, "acc": acc, **counts.report(list(ckpt["classes"]))}
     return results
+
+
+def _load_train_checkpoint(path: str) -> Dict[str, Any]:
+    from .train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)  # weights_only: no code in the file can run
+    if not isinstance(ckpt, dict) or not {"model", "config", "classes"} <= set(ckpt):
+        raise ValueError(f"checkpoint {path!r} is not a yyfast.train checkpoint (expected the keys model, config, "
+                         "classes)")
+    return ckpt
+
+
+def _cached_test_batches(ckpt, data, subset_test, batch_size, size, norm, dev, cache_dir, use_cache, progress, log):
+    """The test split from the decoded cache, on ``dev``: ``(batches, num_images)``, ``batches()`` giving a fresh
+    ``(iterator of (images, labels), count)`` per model."""
+    from .train.augment import BatchAugment
+    from .train.cache import load_dataset
+
+    dataset = load_dataset(data, ("test",), {"test": subset_test}, size, cache_dir=cache_dir,
+                           use_cache=use_cache, progress=progress, log=log or (lambda *a, **k: None))
+    split = dataset.splits["test"]
+    labels_t = torch.from_numpy(_map_labels(split.labels, dataset.classes, list(ckpt["classes"]))).to(dev)
+    images_t = torch.from_numpy(split.images).to(dev)
+    augment = BatchAugment(crop=size, **norm)
+    num_images = int(labels_t.numel())
+
+    def batches():
+        chunks = [torch.arange(b, min(b + batch_size, num_images), device=dev)
+                  for b in range(0, num_images, batch_size)]
+        return ((augment.eval(images_t[c]), labels_t[c]) for c in chunks), len(chunks)
+
+    return batches, num_images
+
+
+def _streamed_test_batches(ckpt, data, batch_size, size, norm, pre, dev):
+    """The eval split decoded per image with the checkpoint's preprocessing: as ``_cached_test_batches``."""
+    from .preprocess import Preprocessing
+    from .train.distributed import World
+    from .train.engine import loader_batches
+    from .train.stream import StreamData
+
+    prep = Preprocessing(pre.get("recipe", "imagenet"), size, norm["mean"], norm["std"], pre["resize"],
+                         float(pre.get("crop_pct", 1.0)))
+    stream = StreamData(data, prep, World(), workers=min(8, os.cpu_count() or 1))
+    lookup = torch.from_numpy(_map_labels(np.arange(len(stream.classes)), stream.classes,
+                                          list(ckpt["classes"]))).to(dev)
+    num_images = len(stream.eval_set)
+
+    def batches():
+        loader = stream.eval_loader(batch_size)
+        return ((x, lookup[y]) for x, y in loader_batches(loader, dev)), len(loader)
+
+    return batches, num_images
+
+
+def _model_with_weights(path, name, config, weights, backend, dev):
+    """A ``config`` model on ``dev`` with the checkpoint's ``name`` (raw/ema) weights; ValueError if they do not fit."""
+    from .model import create_model
+
+    model = create_model(config, backend=backend).to(dev)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(f"checkpoint {path!r}: its {name} weights do not fit its config ({config.name}): "
+                         f"{' '.join(first[1:2] or first[:1]).strip()[:300]}") from exc
+    return model
 
 
 #: The second accuracy reported beside top-1 (clipped to the number of classes).

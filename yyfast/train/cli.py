@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Train a YYNet with the paper's recipe (AdamW amsgrad, OneCycle, weight decay = lr*1.56 per epoch, clip 1.0, "
         "mixed precision on GPU, EMA from 25%, crop/flip/brightness augmentation).",
         EXAMPLES)
-    g = p.add_argument_group("data")
+    _add_data_options(p.add_argument_group("data"))
+    _add_model_options(p.add_argument_group("model"))
+    _add_recipe_options(p.add_argument_group("recipe (defaults: the paper's, per preset)"))
+    _add_run_options(p.add_argument_group("run"))
+    return p
+
+
+def _add_data_options(g) -> None:
     g.add_argument("--data", default=default_data_path(),
                    help="image-folder tree (train/<class>/*, test/<class>/*), its .tar.gz, or cifar-10-batches-py "
                         "(default: $YYFAST_DATA or $YYFAST_CIFAR10)")
@@ -75,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=nonnegative_int, default=min(8, os.cpu_count() or 1),
                    help="DataLoader worker processes per training process (--data-mode stream)")
 
-    g = p.add_argument_group("model")
+
+def _add_model_options(g) -> None:
     g.add_argument("--model", default="yynet_small_64", choices=list_models())
     g.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend of the fused spans")
     g.add_argument("--act", default=None, choices=ACTIVATIONS, help="activation (default: the preset's)")
@@ -85,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head-dropout", type=float, default=None)
     g.add_argument("--mbconv-dropout", type=float, default=None)
 
-    g = p.add_argument_group("recipe (defaults: the paper's, per preset)")
+
+def _add_recipe_options(g) -> None:
     g.add_argument("--epochs", type=positive_int, default=None, help="40 (CIFAR presets) / 300 (ImageNet)")
     g.add_argument("--batch-size", type=positive_int, default=None,
                    help="global batch over all processes: 64 (CIFAR presets) / 32 (ImageNet)")
@@ -102,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of Python's, numpy's and torch's generators")
     g.add_argument("--eval-batch-size", type=positive_int, default=500, help="batch size of the test passes")
 
-    g = p.add_argument_group("run")
+
+def _add_run_options(g) -> None:
     g.add_argument("--out", default=None, help="output folder (default: runs/<model>)")
     g.add_argument("--resume", action="store_true",
                    help=f"continue from <out>/{CHECKPOINT_NAME} with its saved options and the same data (an error if "
@@ -126,7 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnx (model.onnx); repeat for both")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log the epoch metrics to <out>/tb for TensorBoard (needs: pip install tensorboard)")
-    return p
 
 
 def _int_at_least(minimum: int, text: str) -> int:

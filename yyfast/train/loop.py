@@ -9,7 +9,8 @@ import platform
 import random
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from .. import __version__ as yyfast_version
 from .. import create_model
 from ..availability import resolve_device
 from ..config import get_config
-from ..preprocess import preprocessing
+from ..preprocess import Preprocessing, preprocessing
 from ..sync_bn import convert_sync_batchnorm
 from . import distributed as dist_utils
 from .checkpoint import (BEST_NAME, CHECKPOINT_NAME, EXPORT_DIR, atomic_write_json, atomic_write_text,
@@ -27,8 +28,8 @@ from .ema import ModelEMA
 from .engine import evaluate_batches, train_batches
 from .fingerprint import describe as describe_fingerprint
 from .plot import plot_curves
-from .sources import make_source
-from .recipe import build_optimizer, build_scheduler, choose_precision, current_lr, update_weight_decay
+from .sources import Source, make_source
+from .recipe import Precision, build_optimizer, build_scheduler, choose_precision, current_lr, update_weight_decay
 
 #: 2: plain types only (RNG states as tensors/lists), the data's fingerprint and image counts.
 CHECKPOINT_FORMAT = "yyfast-train-2"
@@ -201,21 +202,93 @@ def _check_same_data(checkpoint, dataset, num_train: int, num_test: int, data: s
                          f"checkpoint's ({describe_fingerprint(saved_fp)})")
 
 
+@dataclass
+class _Run:
+    """What the steps of one training run share: its options, process group, data, model and recipe."""
+    args: argparse.Namespace
+    world: dist_utils.World
+    device: torch.device
+    log: Callable[[str], None]
+    progress: Optional[Callable]
+    source: Source
+    prep: Preprocessing
+    raw_model: torch.nn.Module  # the YYNet (checkpoints, clipping, EMA, evaluation)
+    precision: Precision
+    steps: int  # optimizer steps per epoch
+    optimizer: Any
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    ema: Optional[ModelEMA]
+    model: Optional[torch.nn.Module] = None  # what runs forward in training: raw_model, DDP-wrapped, compiled
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    elapsed_before: float = 0.0  # seconds the run spent before this process resumed it
+
+    @property
+    def out(self) -> str:
+        return self.args.out
+
+    def summary(self, elapsed: float) -> Dict[str, Any]:
+        return make_summary(self.args, self.history, self.raw_model, self.source.classes, self.device,
+                            self.precision, self.world, self.source.num_train, self.source.num_test, elapsed)
+
+    def write_outputs(self, elapsed: float) -> None:
+        """metrics.jsonl, summary.json and curves.png for the epochs so far."""
+        atomic_write_text(os.path.join(self.out, "metrics.jsonl"), "".join(_json_line(h) for h in self.history))
+        atomic_write_json(os.path.join(self.out, "summary.json"), self.summary(elapsed))
+        if self.history:
+            plot_curves(self.history, os.path.join(self.out, "curves.png"),
+                        title=f"{self.args.model} ({self.args.data})")
+
+
 def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
-    out = args.out
+    """The run's steps: checks and seeds, data, model and recipe, resume, then per epoch train, evaluate
+    and save; last the summary (and exports)."""
+    _start(args, world, device, log)
+    run = _build(args, checkpoint, world, device, log)
+    if checkpoint is not None:
+        _resume(run, checkpoint)
+    _wrap_model(run)
+    if world.is_main and checkpoint is not None:
+        run.write_outputs(run.elapsed_before)  # metrics.jsonl may have a line from after the checkpoint: rewrite it
+
+    tb_writer = None
+    if world.is_main and getattr(args, "tensorboard", False):
+        from torch.utils.tensorboard import SummaryWriter  # checked importable by the CLI
+
+        tb_writer = SummaryWriter(os.path.join(args.out, "tb"))
+    # tqdm draws bars on a terminal; in a log file (stdout redirected) --log-interval prints lines instead.
+    step_log = log if getattr(args, "log_interval", 0) and not sys.stdout.isatty() else None
+
+    stop = args.epochs if args.stop_after_epochs is None else min(args.epochs, args.stop_after_epochs)
+    run_start = time.perf_counter()
+    for epoch in range(run.start_epoch, stop):
+        metrics, ema_model = _train_and_evaluate_epoch(run, epoch, run_start, step_log)
+        if world.is_main:
+            _save_epoch(run, epoch, metrics, ema_model, tb_writer)
+        dist_utils.barrier(world)
+
+    if tb_writer is not None:
+        tb_writer.close()
+    return _finish(run, run.elapsed_before + time.perf_counter() - run_start)
+
+
+def _start(args, world, device, log) -> None:
+    """Option checks that need the process group, leftovers of a killed run, and the seeds."""
     if args.batch_size % world.size:
         raise ValueError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the "
                          f"number of processes ({world.size})")
     check_backend(args.backend, device)
     if world.is_main:
-        for path in remove_stale_temp_files(out):  # left by a run killed while writing (kill -9)
+        for path in remove_stale_temp_files(args.out):  # left by a run killed while writing (kill -9)
             log(f"removed {path}, a temporary file of an interrupted write")
-
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    # --- data: the decoded cache on the device, or streamed files (sources.py) -------------
+
+def _build(args, checkpoint, world, device, log) -> _Run:
+    """The data (the decoded cache on the device, or streamed files: sources.py), the model and the recipe."""
     progress = _progress_factory(args, world)
     source = make_source(args, world, device, progress, log)
     classes = source.classes
@@ -225,7 +298,6 @@ def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
     log(f"data: {source.description}: {source.num_train} train / {source.num_test} test images, "
         f"{len(classes)} classes, {args.image_size}x{args.image_size}")
 
-    # --- model and recipe ---------------------------------------------------------------------
     raw_model = build_model(args, len(classes), device)
     if args.sync_bn and world.distributed:
         # Every BatchNorm, the fused spans' included, on any device (yyfast.sync_bn).
@@ -248,112 +320,110 @@ def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
     ema = ModelEMA(raw_model, start_step=round(args.ema_start * total_steps), avg_weight=args.ema_avg_weight) \
         if args.ema_start < 1.0 else None
+    return _Run(args, world, device, log, progress, source, prep, raw_model, precision, steps, optimizer, scheduler,
+                scaler, ema)
 
-    history: List[Dict[str, Any]] = []
-    start_epoch, elapsed_before = 0, 0.0
-    if checkpoint is not None:
-        raw_model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        if ema is not None and checkpoint.get("ema") is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        history = list(checkpoint["history"])
-        start_epoch = int(checkpoint["epoch"])
-        elapsed_before = float(checkpoint["elapsed_s"])
-        set_rng_state(checkpoint["rng"])  # last: model building above consumed random numbers
-        log(f"resumed from {os.path.join(out, CHECKPOINT_NAME)} after epoch {start_epoch}")
 
-    model = raw_model
+def _resume(run: _Run, checkpoint: Dict[str, Any]) -> None:
+    """Load the checkpoint's weights, recipe state, history and random states into ``run``."""
+    run.raw_model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    if run.ema is not None and checkpoint.get("ema") is not None:
+        run.ema.load_state_dict(checkpoint["ema"])
+    run.history = list(checkpoint["history"])
+    run.start_epoch = int(checkpoint["epoch"])
+    run.elapsed_before = float(checkpoint["elapsed_s"])
+    set_rng_state(checkpoint["rng"])  # last: model building above consumed random numbers
+    run.log(f"resumed from {os.path.join(run.out, CHECKPOINT_NAME)} after epoch {run.start_epoch}")
+
+
+def _wrap_model(run: _Run) -> None:
+    """``run.model``: the YYNet under DDP (several processes) and ``torch.compile`` (--compile)."""
+    args, world = run.args, run.world
+    model = run.raw_model
     if world.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+            run.raw_model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     if args.compile:
         model = torch.compile(model)
-    n_params = sum(p.numel() for p in raw_model.parameters())
-    log(f"model {args.model} ({n_params:,} parameters, backend {args.backend}), {precision.name}, "
-        f"{world.size} process(es), {args.epochs} epochs x {steps} steps, batch {args.batch_size}, max lr {args.lr}")
+    run.model = model
+    n_params = sum(p.numel() for p in run.raw_model.parameters())
+    run.log(f"model {args.model} ({n_params:,} parameters, backend {args.backend}), {run.precision.name}, "
+            f"{world.size} process(es), {args.epochs} epochs x {run.steps} steps, batch {args.batch_size}, "
+            f"max lr {args.lr}")
 
-    def summary(elapsed):
-        return make_summary(args, history, raw_model, classes, device, precision, world, source.num_train,
-                            source.num_test, elapsed)
 
-    def write_outputs(elapsed):
-        atomic_write_text(os.path.join(out, "metrics.jsonl"),
-                          "".join(_json_line(h) for h in history))
-        atomic_write_json(os.path.join(out, "summary.json"), summary(elapsed))
-        if history:
-            plot_curves(history, os.path.join(out, "curves.png"), title=f"{args.model} ({args.data})")
+def _train_and_evaluate_epoch(run: _Run, epoch: int, run_start: float, step_log):
+    """One epoch's optimizer steps, then the test set with the model and its EMA; appends and logs the
+    epoch's metrics. Returns them and the EMA model (None without one)."""
+    args, world, device, source = run.args, run.world, run.device, run.source
+    result = train_batches(run.model, run.raw_model, source.train_batches(epoch), run.steps, run.optimizer,
+                           run.scheduler, run.scaler, run.precision, run.ema, epoch=epoch, first_step=epoch * run.steps,
+                           clip_norm=args.clip, world=world, device=device, progress=run.progress,
+                           log_interval=getattr(args, "log_interval", 0), log=step_log)
+    weight_decay = update_weight_decay(run.optimizer, args.wd_factor)
+    dist_utils.broadcast_buffers(run.raw_model, world)
+    test_loss, test_acc = evaluate_batches(run.raw_model, *source.eval_batches(), run.precision, world, device,
+                                           run.progress, desc="test")
+    ema_model = run.ema.model() if run.ema is not None else None
+    if ema_model is not None:
+        dist_utils.broadcast_buffers(ema_model, world)  # its BN averages came from per-rank statistics
+    ema_loss, ema_acc = (evaluate_batches(ema_model, *source.eval_batches(), run.precision, world, device,
+                                          run.progress, desc="test (EMA)") if ema_model is not None else (None, None))
+    elapsed = run.elapsed_before + time.perf_counter() - run_start
+    metrics = {"epoch": epoch + 1, "train_loss": result.loss, "train_acc": result.acc,
+               "test_loss": test_loss, "test_acc": test_acc, "ema_test_loss": ema_loss, "ema_test_acc": ema_acc,
+               "lr": current_lr(run.optimizer), "weight_decay": weight_decay,
+               "images_per_s": result.images / max(result.seconds, 1e-9), "epoch_time_s": result.seconds,
+               "wall_time_s": elapsed}
+    run.history.append(metrics)
+    run.log(_epoch_line(metrics, args.epochs))
+    return metrics, ema_model
 
-    if world.is_main and checkpoint is not None:
-        write_outputs(elapsed_before)  # metrics.jsonl may have a line from after the checkpoint: rewrite it
 
-    tb_writer = None
-    if world.is_main and getattr(args, "tensorboard", False):
-        from torch.utils.tensorboard import SummaryWriter  # checked importable by the CLI
+def _checkpoint_state(run: _Run, epoch: int, elapsed: float) -> Dict[str, Any]:
+    """``last.pt`` after ``epoch``: everything --resume needs, in plain types (CHECKPOINT_FORMAT)."""
+    args, prep, source, ema = run.args, run.prep, run.source, run.ema
+    return {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "args": vars(args),
+            "model": run.raw_model.state_dict(),
+            "config": run.raw_model.config.to_dict(), "classes": source.classes, "image_size": args.image_size,
+            "normalize": {"mean": list(prep.mean), "std": list(prep.std)},
+            "preprocess": {"recipe": prep.recipe, "resize": prep.resize, "crop_pct": prep.crop_pct},
+            "data_mode": source.mode,
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+            "rng": rng_state(), "history": run.history, "elapsed_s": elapsed,
+            "data_fingerprint": source.fingerprint, "num_train": source.num_train,
+            "num_test": source.num_test,
+            "yyfast_version": yyfast_version, "torch_version": str(torch.__version__)}
 
-        tb_writer = SummaryWriter(os.path.join(out, "tb"))
-    # tqdm draws bars on a terminal; in a log file (stdout redirected) --log-interval prints lines instead.
-    step_log = log if getattr(args, "log_interval", 0) and not sys.stdout.isatty() else None
 
-    stop = args.epochs if args.stop_after_epochs is None else min(args.epochs, args.stop_after_epochs)
-    run_start = time.perf_counter()
-    for epoch in range(start_epoch, stop):
-        result = train_batches(model, raw_model, source.train_batches(epoch), steps, optimizer, scheduler, scaler,
-                               precision, ema, epoch=epoch, first_step=epoch * steps, clip_norm=args.clip,
-                               world=world, device=device, progress=progress,
-                               log_interval=getattr(args, "log_interval", 0), log=step_log)
-        weight_decay = update_weight_decay(optimizer, args.wd_factor)
-        dist_utils.broadcast_buffers(raw_model, world)
-        test_loss, test_acc = evaluate_batches(raw_model, *source.eval_batches(), precision, world, device, progress,
-                                               desc="test")
-        ema_model = ema.model() if ema is not None else None
-        if ema_model is not None:
-            dist_utils.broadcast_buffers(ema_model, world)  # its BN averages came from per-rank statistics
-        ema_loss, ema_acc = (evaluate_batches(ema_model, *source.eval_batches(), precision, world, device, progress,
-                                              desc="test (EMA)") if ema_model is not None else (None, None))
-        elapsed = elapsed_before + time.perf_counter() - run_start
-        metrics = {"epoch": epoch + 1, "train_loss": result.loss, "train_acc": result.acc,
-                   "test_loss": test_loss, "test_acc": test_acc, "ema_test_loss": ema_loss, "ema_test_acc": ema_acc,
-                   "lr": current_lr(optimizer), "weight_decay": weight_decay,
-                   "images_per_s": result.images / max(result.seconds, 1e-9), "epoch_time_s": result.seconds,
-                   "wall_time_s": elapsed}
-        history.append(metrics)
-        log(_epoch_line(metrics, args.epochs))
-        if world.is_main:
-            state = {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "args": vars(args),
-                     "model": raw_model.state_dict(),
-                     "config": raw_model.config.to_dict(), "classes": classes, "image_size": args.image_size,
-                     "normalize": {"mean": list(prep.mean), "std": list(prep.std)},
-                     "preprocess": {"recipe": prep.recipe, "resize": prep.resize, "crop_pct": prep.crop_pct},
-                     "data_mode": source.mode,
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                     "rng": rng_state(), "history": history, "elapsed_s": elapsed,
-                     "data_fingerprint": source.fingerprint, "num_train": source.num_train,
-                     "num_test": source.num_test,
-                     "yyfast_version": yyfast_version, "torch_version": str(torch.__version__)}
-            save_checkpoint(os.path.join(out, CHECKPOINT_NAME), state)
-            best = best_entry(history)
-            if best["epoch"] == epoch + 1:  # this epoch improved the best reported accuracy
-                save_checkpoint(os.path.join(out, BEST_NAME), best_state(state, best, ema_model))
-            write_outputs(elapsed)
-            if tb_writer is not None:
-                for key in ("train_loss", "train_acc", "test_loss", "test_acc", "ema_test_loss", "ema_test_acc", "lr",
-                            "weight_decay", "images_per_s"):
-                    if metrics[key] is not None:
-                        tb_writer.add_scalar(key, metrics[key], epoch + 1)
-                tb_writer.flush()
-        dist_utils.barrier(world)
-
+def _save_epoch(run: _Run, epoch: int, metrics: Dict[str, Any], ema_model, tb_writer) -> None:
+    """Rank 0 after each epoch: last.pt, best.pt when the epoch improved on the best, the outputs, TensorBoard."""
+    state = _checkpoint_state(run, epoch, metrics["wall_time_s"])
+    save_checkpoint(os.path.join(run.out, CHECKPOINT_NAME), state)
+    best = best_entry(run.history)
+    if best["epoch"] == epoch + 1:  # this epoch improved the best reported accuracy
+        save_checkpoint(os.path.join(run.out, BEST_NAME), best_state(state, best, ema_model))
+    run.write_outputs(metrics["wall_time_s"])
     if tb_writer is not None:
-        tb_writer.close()
-    elapsed = elapsed_before + time.perf_counter() - run_start
-    result = summary(elapsed)
-    if world.is_main:
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "ema_test_loss", "ema_test_acc", "lr",
+                    "weight_decay", "images_per_s"):
+            if metrics[key] is not None:
+                tb_writer.add_scalar(key, metrics[key], epoch + 1)
+        tb_writer.flush()
+
+
+def _finish(run: _Run, elapsed: float) -> Dict[str, Any]:
+    """The final summary.json, the exports of a finished run, the last log line; returns the summary."""
+    args, out, log = run.args, run.out, run.log
+    result = run.summary(elapsed)
+    if run.world.is_main:
         atomic_write_json(os.path.join(out, "summary.json"), result)
         if result["finished"] and getattr(args, "export", None):
-            for path in export_best(out, raw_model, args.export, args.image_size):
+            for path in export_best(out, run.raw_model, args.export, args.image_size):
                 log(f"exported {path}")
         if result["finished"]:
             best = result["best"]
@@ -362,7 +432,7 @@ def _run(args, checkpoint, world, device, log) -> Dict[str, Any]:
                 f"best {_fmt_pct(best['test_acc'])} at epoch {best['test_acc_epoch']} "
                 f"(EMA {_fmt_pct(best['ema_test_acc'])}); outputs in {out}")
         else:
-            log(f"stopped after epoch {len(history)} of {args.epochs}; continue with --resume --out {out}")
+            log(f"stopped after epoch {len(run.history)} of {args.epochs}; continue with --resume --out {out}")
     sys.stdout.flush()
     return result
 
