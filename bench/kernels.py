@@ -6,7 +6,7 @@ Ops: ``yyfast.ops.dw_bn_act_se`` (the MBConv span) and ``yyfast.ops.yinyang_fuse
 fusion). The shapes are read off the model itself (a forward hook on every span and on the
 fusion), so for Small-64 they are the 256-channel spans at 32x32 (stride 1 and 2), 16x16, 8x8
 (stride 2) and 4x4, and the 64-channel 16x16 fusion. Implementations: ``eager`` (the
-reference functional, ``yyfast.ops.reference``), ``compile`` (that functional under
+reference functional, ``yyfast.ops.composed``), ``compile`` (that functional under
 ``torch.compile``), and ``yyfast-<b>`` (the public op with ``backend=b``) for every available
 non-reference backend. Modes: ``fwd-eval`` (eval statistics, no_grad), ``fwd-train`` (batch
 statistics and running-stat update, inputs requiring grad), ``fwd+bwd`` (training forward, then
@@ -105,7 +105,7 @@ def default_config(dev: torch.device, **overrides) -> Config:
 def model_shapes(model_name: str) -> Tuple[List[Tuple[int, int, int, int]], List[Tuple[int, int, int]]]:
     """The distinct (C, H, W, stride) of the spans and (C, H, W) of the fusion, in network order."""
     from yyfast.config import INPUT_SIZES
-    from yyfast.reference import DWBNActSE, ReferenceYYNet, YinYangFusion
+    from yyfast.reference_model import DWBNActSE, ReferenceYYNet, YinYangFusion
     from yyfast.config import get_config
 
     net = ReferenceYYNet(get_config(model_name)).eval()
@@ -166,7 +166,7 @@ def copy_bandwidth(device: torch.device, megabytes: int, reps: int = 10) -> floa
 def _span_inputs(c: int, h: int, w: int, stride: int, batch: int, dtype: torch.dtype, device: torch.device,
                  model_name: str):
     from yyfast.config import get_config
-    from yyfast.reference import DWBNActSE
+    from yyfast.reference_model import DWBNActSE
 
     cfg = get_config(model_name)
     mod = DWBNActSE(c, stride, cfg.act, cfg.se_gate, cfg.se_reduction, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
@@ -181,7 +181,7 @@ def _span_inputs(c: int, h: int, w: int, stride: int, batch: int, dtype: torch.d
 def build_span(impl: str, cfg: Config, mode: str, shape, batch: int, dtype: torch.dtype, device: torch.device
                ) -> Tuple[Callable[[], object], int]:
     from yyfast import ops
-    from yyfast.ops.reference import dw_bn_act_se_reference
+    from yyfast.ops.composed import dw_bn_act_se_reference
 
     c, h, w, stride = shape
     mod, x = _span_inputs(c, h, w, stride, batch, dtype, device, cfg.model)
@@ -214,7 +214,7 @@ def build_fuse(impl: str, cfg: Config, mode: str, shape, batch: int, dtype: torc
                ) -> Tuple[Callable[[], object], int]:
     from yyfast import ops
     from yyfast.config import FUSIONS, get_config
-    from yyfast.ops.reference import yinyang_fuse_reference
+    from yyfast.ops.composed import yinyang_fuse_reference
 
     formula = get_config(cfg.model).fusion
     c1, c2, c3 = FUSIONS[formula]

@@ -39,10 +39,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from yyfast.activations import ACTIVATIONS as ACTS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-ACTS = ("gelu", "silu")
 LAYOUTS = (torch.contiguous_format, torch.channels_last)
 #: GPU batch sizes of bench/throughput.py (train 64 and 256, eval 1024) and bench/kernels.py (64, 256).
 TRAIN_BATCHES = (64, 256)

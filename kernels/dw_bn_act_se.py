@@ -32,8 +32,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-ACT_GELU = 0
-ACT_SILU = 1
+from yyfast.activations import ACT_CODES  # the ACT constexpr: 0 GELU, 1 SiLU, as the C++ kernels' ActKind
 
 
 @triton.jit
@@ -486,7 +485,7 @@ def forward(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1, 
     T = triton.cdiv(HWo, bp)
     R = N * T
     grid = (R, triton.cdiv(C, bc))
-    ACT = ACT_GELU if act == "gelu" else ACT_SILU
+    ACT = ACT_CODES[act]
     dev = x.device
     sx = xk.stride()
     gamma, beta = bn_weight.contiguous(), bn_bias.contiguous()
@@ -529,7 +528,7 @@ def backward(grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, 
     T = triton.cdiv(HWo, bp)
     R = N * T
     grid = (R, triton.cdiv(C, bc))
-    ACT = ACT_GELU if act == "gelu" else ACT_SILU
+    ACT = ACT_CODES[act]
     sx, sg = xk.stride(), gy.stride()
     gamma = bn_weight.contiguous()
     mean, var = mean.contiguous(), var.contiguous()

@@ -11,9 +11,9 @@ import yyfast
 from conftest import DEVICES
 from helpers import rel_err
 from inference_helpers import trained_like_
-from yyfast.inference.fold import fold_bn_into_1x1, fold_weight_bn
+from yyfast.bn_fold import fold_bn_into_1x1, fold_weight_bn
 from yyfast.model import FusedMBConv, FusedResidual
-from yyfast.reference import ReferenceYYNet
+from yyfast.reference_model import ReferenceYYNet
 
 pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built (pip install -e . --no-build-isolation)")
 
@@ -68,7 +68,7 @@ def test_folded_eval_matches_float64_reference(device, channels_last, discard):
 def test_cpu_eval_takes_onednn_post_ops(monkeypatch):
     """Without autograd on float32 CPU tensors, the folded convolutions carry their activation and
     residual add as oneDNN post-ops; the result is still the float64 reference's."""
-    from yyfast.inference import cpu_fusion
+    from yyfast import cpu_fusion
 
     if not cpu_fusion.available():
         pytest.skip(f"oneDNN fused convolutions unavailable here: {cpu_fusion._STATE['reason']}")

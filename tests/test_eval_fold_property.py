@@ -12,7 +12,7 @@ import torch
 import yyfast
 from helpers import rel_err
 from inference_helpers import trained_like_
-from yyfast.reference import ReferenceYYNet
+from yyfast.reference_model import ReferenceYYNet
 
 MODEL = "yynet_small_16"
 TOL = 1e-5  # float32 against float32 (measured <1e-6 when right); a stale fold is off by >1e-2

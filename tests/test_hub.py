@@ -8,7 +8,7 @@ import torch
 
 import yyfast
 from yyfast.config import YYNetConfig
-from yyfast.reference import ReferenceYYNet
+from yyfast.reference_model import ReferenceYYNet
 
 pytest.importorskip("safetensors", reason="safetensors is not installed (pip install 'yyfast[hub]'; CI installs it)")
 from safetensors.torch import load_file, save_file  # noqa: E402

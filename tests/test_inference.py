@@ -11,7 +11,7 @@ from inference_helpers import float64_reference, one_thread, trained_like_
 from yyfast.config import YYNetConfig
 from yyfast.inference import (CUDAGraphForward, FoldedMBConv, InferenceYYNet, fold_bn_into_1x1, fold_conv_bn,
                               optimize_for_inference)
-from yyfast.reference import ReferenceYYNet
+from yyfast.reference_model import ReferenceYYNet
 
 HAS_GPU = torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU; none is visible")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import yyfast
-from yyfast.reference import DWBNActSE, MBConv, Residual, TRUNC_STD_CORRECTION, YinYangFusion
+from yyfast.reference_model import DWBNActSE, MBConv, Residual, TRUNC_STD_CORRECTION, YinYangFusion
 
 #: The six formulas exactly as the paper's Table 1 writes them (A = Yang, I = Yin).
 WRITTEN = {

@@ -2,7 +2,7 @@
 training run's random stream, and a resumed run would not replay an unbroken one bit for bit."""
 import torch
 
-from yyfast.inference import cpu_fusion
+from yyfast import cpu_fusion
 
 
 def test_cpu_fusion_self_test_leaves_the_global_rng_alone(monkeypatch):

@@ -4,7 +4,7 @@ import torch
 
 import yyfast
 from yyfast.config import INPUT_SIZES, YYNetConfig, list_models
-from yyfast.reference import ReferenceYYNet
+from yyfast.reference_model import ReferenceYYNet
 
 #: Two stages without the extra stride: feature points at strides 2, 4 and 8, of different widths.
 TINY = YYNetConfig(yy_width=8, channel_step=2, yy_mbconvs=2, sp_stages=2, sp_mbconvs=1, sp_stage_step=4,

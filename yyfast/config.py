@@ -1,7 +1,7 @@
 """The YYNet configuration object, its validation, and the four presets.
 
 Every number here comes from the paper (Tables 2 and 3) or the authors' code, as written in
-``shared/spec/YYNET.md``. ``YYNetConfig`` describes the whole network; ``yyfast.reference``
+``shared/spec/YYNET.md``. ``YYNetConfig`` describes the whole network; ``yyfast.reference_model``
 builds the pure-PyTorch blocks from it and ``yyfast.model.YYNet`` wraps them with a backend.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-ACTIVATIONS = ("gelu", "silu")
-SE_GATES = ("sigmoid", "hardsigmoid")
+from .activations import ACTIVATIONS, SE_GATES  # the names live with their functions and kernel codes
+
 YIN_INPUTS = ("mean", "red")
 BACKENDS = ("reference", "triton", "cuda", "auto")
 

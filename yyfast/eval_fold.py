@@ -1,7 +1,7 @@
 """Eval-mode BatchNorm folding on the fly, for ``yyfast.YYNet``'s blocks outside the fused span.
 
 In eval mode ``bn(conv(x))`` is one convolution with per-output-channel scaled weights and a bias,
-and ``conv1x1(bn(x))`` one 1x1 convolution (``yyfast.inference.fold``, the algebra
+and ``conv1x1(bn(x))`` one 1x1 convolution (``yyfast.bn_fold``, the algebra
 ``optimize_for_inference`` uses too). The
 fused model uses that in eval mode so a BatchNorm costs no pass over the activations (on the
 2-core CPU, the eval BatchNorms outside the spans were ~20% of the forward time of yynet_small_64,
@@ -11,7 +11,7 @@ optimiser steps, running-statistic updates and ``load_state_dict`` are seen at t
 under ``torch.compile``, they are recomputed in the graph instead, so gradients flow to the
 parameters exactly as through the unfolded blocks. Without autograd on float32 CPU tensors the
 blocks also run each folded convolution with its activation or residual add as a oneDNN post-op
-(``yyfast.inference.cpu_fusion``).
+(``yyfast.cpu_fusion``).
 """
 from __future__ import annotations
 

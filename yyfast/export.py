@@ -32,7 +32,7 @@ def _rel_err(out, ref) -> float:
 def plain_inference_model(model: nn.Module) -> nn.Module:
     """A float32 CPU ``InferenceYYNet`` in its plain-operator graph, from a YYNet or an inference model."""
     from .inference import CUDAGraphForward, InferenceYYNet, optimize_for_inference
-    from .reference import ReferenceYYNet
+    from .reference_model import ReferenceYYNet
 
     if isinstance(model, CUDAGraphForward):
         model = model.model

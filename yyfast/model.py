@@ -8,13 +8,11 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
-from . import ops
+from . import activations, cpu_fusion, ops
+from .bn_fold import fold_conv_bn, fold_expand
 from .config import BACKENDS, YYNetConfig, get_config, list_models
 from .eval_fold import FoldCache, bn_tensors, in_dtype
-from .inference import cpu_fusion
-from .inference.fold import fold_conv_bn, fold_expand
-from .inference.modules import activation
-from .reference import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
+from .reference_model import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
 from .sync_bn import SyncBatchNorm2d
 from .timm_interface import YYNetFeatures, translate_timm_kwargs
 
@@ -91,12 +89,8 @@ class _FoldsInEval:
     @staticmethod
     def _cpu_fused(x: torch.Tensor) -> bool:
         """Without autograd, on float32 CPU tensors: the folded convolutions also take their activation
-        or residual add as a oneDNN post-op (``yyfast.inference.cpu_fusion``, self-tested once)."""
+        or residual add as a oneDNN post-op (``yyfast.cpu_fusion``, self-tested once)."""
         return not torch.is_grad_enabled() and cpu_fusion.usable(x)
-
-
-def _act_name(module: torch.nn.Module) -> str:
-    return "gelu" if isinstance(module, torch.nn.GELU) else "silu"
 
 
 class FusedResidual(_FoldsInEval, Residual):
@@ -110,9 +104,9 @@ class FusedResidual(_FoldsInEval, Residual):
             (c1.weight, c1.bias, c2.weight, c2.bias, *bn_tensors(self.bn1), *bn_tensors(self.bn2)),
             lambda: in_dtype(c1.weight.dtype, *fold_conv_bn(c1, self.bn1), *fold_conv_bn(c2, self.bn2)))
         if self._cpu_fused(x):
-            act = _act_name(self.act)
-            h = cpu_fusion.conv_act(c1, x, act, activation, weight=w1, bias=b1)
-            return activation(act, cpu_fusion.conv_add(c2, h, self.shortcut(x), weight=w2, bias=b2), True)
+            h = cpu_fusion.conv_act(c1, x, self.act_name, weight=w1, bias=b1)
+            out = cpu_fusion.conv_add(c2, h, self.shortcut(x), weight=w2, bias=b2)
+            return activations.act(self.act_name, inplace=True)(out)
         h = self.act1(F.conv2d(x, w1, b1, c1.stride, c1.padding))
         return self.act(self.shortcut(x) + F.conv2d(h, w2, b2, c2.stride, c2.padding))
 
@@ -131,7 +125,7 @@ class FusedMBConv(_FoldsInEval, MBConv):
             sources, lambda: in_dtype(self.expand.weight.dtype, *fold_expand(self),
                                       *fold_conv_bn(self.project, self.bn_project)))
         if self._cpu_fused(x):
-            h = cpu_fusion.conv_act(self.expand, x, _act_name(self.act), activation, weight=we, bias=be)
+            h = cpu_fusion.conv_act(self.expand, x, self.act_name, weight=we, bias=be)
             return cpu_fusion.conv_add(self.project, self.span(h), self.shortcut(x), weight=wp, bias=bp)
         h = self.span(self.act(F.conv2d(x, we, be)))
         return F.conv2d(h, wp, bp) + self.shortcut(x)
@@ -144,7 +138,7 @@ class YYNet(ReferenceYYNet):
     ``backend``: ``"reference"`` (pure PyTorch), ``"triton"``, ``"cuda"`` (the ``yyfast._C``
     extension: CUDA kernels on a GPU, C++ kernels on the CPU), or ``"auto"`` (per device, the
     fastest available according to the committed benchmarks). The state_dict is identical to
-    ``yyfast.reference.ReferenceYYNet``'s, so checkpoints load both ways. In eval mode, every
+    ``yyfast.reference_model.ReferenceYYNet``'s, so checkpoints load both ways. In eval mode, every
     backend but ``"reference"`` also folds the BatchNorms outside the spans into their
     convolutions on the fly (``yyfast.eval_fold``); training is unchanged. timm's spelling
     ``drop_rate`` is accepted for ``head_dropout``.

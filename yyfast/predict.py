@@ -245,13 +245,14 @@ EXAMPLES = """
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli_help import parser
+    from .config import ACTIVATIONS, SE_GATES
 
     p = parser("predict", "Class probabilities of a YYNet checkpoint for image files or folders.", EXAMPLES)
     p.add_argument("checkpoint", help="a yyfast.train checkpoint (last.pt), a yyfast state_dict, or an authors' one")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--model", default=None, help="preset name, needed for a bare state_dict (e.g. yynet_small_64)")
-    p.add_argument("--act", choices=("gelu", "silu"), default=None)
-    p.add_argument("--se-gate", choices=("sigmoid", "hardsigmoid"), default=None)
+    p.add_argument("--act", choices=ACTIVATIONS, default=None)
+    p.add_argument("--se-gate", choices=SE_GATES, default=None)
     p.add_argument("--yin-input", choices=("mean", "red"), default=None)
     p.add_argument("--fusion", default=None, help="add, mul, gate, mul_add, gate_sub or gate_add")
     p.add_argument("--num-classes", type=int, default=None)

@@ -88,7 +88,7 @@ def _span_problem(device, dtype, stride, act, gate, training, module):
     """Run one backend's span op and the float64 reference on the same tiny inputs (rounded to
     ``dtype``); compare y and every gradient. 2 images, 24 channels, 9x9, channels_last: odd sizes
     give partial tiles and every border case."""
-    from .ops.reference import dw_bn_act_se_reference
+    from .ops.composed import dw_bn_act_se_reference
 
     g = torch.Generator(device="cpu").manual_seed(0)
     n, c, h, w, hidden = 2, 24, 9, 9, 6
@@ -120,7 +120,7 @@ def _span_problem(device, dtype, stride, act, gate, training, module):
 
 
 def _fuse_problem(device, dtype, c1, c2, c3, module):
-    from .ops.reference import yinyang_fuse_reference
+    from .ops.composed import yinyang_fuse_reference
 
     g = torch.Generator(device="cpu").manual_seed(0)
     a64, i64, g64 = (torch.randn((2, 5, 7, 9), generator=g, dtype=torch.float64).to(device) for _ in range(3))

@@ -148,7 +148,7 @@ class TimmInterface(TimmInfo):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """A new, freshly initialised classifier for ``num_classes`` (0: none, the model returns pre-logits)."""
-        from .reference import new_classifier
+        from .reference_model import new_classifier
 
         if global_pool not in (None, "avg"):
             raise ValueError(f"global_pool={global_pool!r} is not valid; YYNet's head always average-pools "

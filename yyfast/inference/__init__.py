@@ -2,8 +2,8 @@
 
 ``yyfast.inference.optimize_for_inference(model, dtype=..., backend=..., cuda_graph=...)``.
 """
+from ..bn_fold import bn_affine, fold_bn_into_1x1, fold_conv_bn
 from .cuda_graph import CUDAGraphForward
-from .fold import bn_affine, fold_bn_into_1x1, fold_conv_bn
 from .modules import FoldedMBConv, FoldedResidual, FoldedSpan, InferenceYYNet
 from .optimize import fold_model, optimize_for_inference
 

@@ -25,29 +25,18 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import ops
+from .. import activations, cpu_fusion, ops
 from ..config import YYNetConfig
 from ..timm_interface import TimmInfo
-from . import block_plan, cpu_fusion
+from . import block_plan
 
 #: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
 #: exactly 1 in float32 and float64, so the op's normalisation is an exact no-op.
 IDENTITY_BN_EPS = 1e-30
 
 GRAPHS = ("fast", "plain")
-
-
-def activation(name: str, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    if name == "gelu":
-        return torch.ops.aten.gelu_(x) if inplace else F.gelu(x)
-    return F.silu(x, inplace=inplace)
-
-
-def gate_fn(name: str, x: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(x) if name == "sigmoid" else F.hardsigmoid(x)
 
 
 def _conv(weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int = 1, padding: int = 0,
@@ -70,10 +59,10 @@ class FoldedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if inplace:  # the fast graph: oneDNN post-ops on the CPU, in-place ops elsewhere
-            main = cpu_fusion.conv_act(self.conv1, x, self.act, activation)
-            return activation(self.act, cpu_fusion.conv_add(self.conv2, main, self.shortcut(x)), True)
-        main = self.conv2(activation(self.act, self.conv1(x), False))
-        return activation(self.act, main + self.shortcut(x), False)
+            main = cpu_fusion.conv_act(self.conv1, x, self.act)
+            return activations.act(self.act, inplace=True)(cpu_fusion.conv_add(self.conv2, main, self.shortcut(x)))
+        main = self.conv2(activations.act(self.act)(self.conv1(x)))
+        return activations.act(self.act)(main + self.shortcut(x))
 
 
 class FoldedSpan(nn.Module):
@@ -91,13 +80,13 @@ class FoldedSpan(nn.Module):
     def activated(self, h: torch.Tensor, inplace: bool) -> torch.Tensor:
         """``d = act(DWConv'(h))``: the tensor the SE scales."""
         if inplace:
-            return cpu_fusion.conv_act(self.conv, h, self.act, activation)
-        return activation(self.act, self.conv(h), False)
+            return cpu_fusion.conv_act(self.conv, h, self.act)
+        return activations.act(self.act)(self.conv(h))
 
     def se_scale(self, d: torch.Tensor) -> torch.Tensor:
         """``s = gate(W2 act(W1 mean_hw(d) + b1) + b2)``, shape (N, C)."""
-        hidden = activation(self.act, self.fc1(d.mean(dim=(2, 3))), False)
-        return gate_fn(self.gate, self.fc2(hidden))
+        hidden = activations.act(self.act)(self.fc1(d.mean(dim=(2, 3))))
+        return activations.gate(self.gate)(self.fc2(hidden))
 
     def forward(self, h: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         d = self.activated(h, inplace)
@@ -138,8 +127,7 @@ class FoldedMBConv(nn.Module):
             # the whole block in one C++ call (the C++ backend on a float32 CPU tensor): no expanded tensors
             residual = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(x)
             return block_plan.run_block(self, x, residual)
-        h = cpu_fusion.conv_act(self.expand, x, self.act, activation) if inplace else \
-            activation(self.act, self.expand(x), False)
+        h = cpu_fusion.conv_act(self.expand, x, self.act) if inplace else activations.act(self.act)(self.expand(x))
         if span_backend != "plain":
             out = self.project(self.span.fused(h, op_backend or span_backend))
         elif fold_se:
@@ -245,7 +233,7 @@ class InferenceYYNet(TimmInfo, nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool -> fc -> act (``pre_logits=True`` stops here) -> classifier (dropout is off in eval)."""
         with torch.no_grad():
-            h = activation(self.config.act, self.fc(x.mean(dim=(2, 3))), False)
+            h = activations.act(self.config.act)(self.fc(x.mean(dim=(2, 3))))
             return h if pre_logits else self.classifier(h)
 
     def get_classifier(self) -> nn.Module:

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 
-from ..reference import MBConv, ReferenceYYNet, Residual
+from ..bn_fold import fold_conv_bn, fold_expand
+from ..reference_model import MBConv, ReferenceYYNet, Residual
 from .cuda_graph import CUDAGraphForward
-from .fold import fold_conv_bn, fold_expand
 from .modules import FoldedMBConv, FoldedResidual, FoldedSpan, InferenceYYNet, _conv
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

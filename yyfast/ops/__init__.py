@@ -3,7 +3,7 @@
 One place validates arguments (naming the bad one), picks the backend, and updates the
 BatchNorm running statistics. The backends live beside this file:
 
-* ``reference``  (``reference.py``): composed ``torch.nn.functional`` calls, the numerical truth;
+* ``reference``  (``composed.py``): composed ``torch.nn.functional`` calls, the numerical truth;
 * ``triton``     (``triton_ops.py``): Triton kernels registered with ``torch.library.custom_op``;
 * ``cuda``       (``cuda_ops.py``): the ``yyfast._C`` extension's ``TORCH_LIBRARY`` ops (CUDA
   kernels, and C++ CPU twins that run on CPU tensors), with their fakes and autograd.
@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from ..config import ACTIVATIONS, FUSIONS, SE_GATES
-from .reference import dw_bn_act_se_reference, yinyang_fuse_reference
+from .composed import dw_bn_act_se_reference, yinyang_fuse_reference
 
 __all__ = ["dw_bn_act_se", "yinyang_fuse", "resolve_backend", "dw_bn_act_se_reference",
            "yinyang_fuse_reference"]

@@ -5,7 +5,7 @@ The fused backward kernels (C++/CUDA and Triton) are opaque to autograd: called 
 they return first-order gradients with no graph behind them, so a second derivative through them
 was silently zero or missing. When grad mode is on inside the backward (which autograd does exactly
 when ``create_graph=True``), the backends call these instead: the first-order gradients are taken
-through the float reference (``yyfast.ops.reference``) recomputed from the saved inputs, an exact,
+through the float reference (``yyfast.ops.composed``) recomputed from the saved inputs, an exact,
 differentiable formulation of the same function, so every higher derivative is autograd's. The
 ordinary backward (``create_graph=False``, and the backward that ``torch.compile`` traces) keeps the
 fused kernels.
@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .reference import dw_bn_act_se_reference
+from .composed import dw_bn_act_se_reference
 
 #: Positions of the differentiable tensor inputs of the span op (x, dw_weight, bn_weight, bn_bias,
 #: running_mean, running_var, se_w1, se_b1, se_w2, se_b2): the running statistics get no gradient.

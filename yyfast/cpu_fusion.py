@@ -6,7 +6,10 @@ AVX2 EPYC, yynet_small_64 shapes) the 1x1 expansion + GELU is ~30% faster and th
 3x3 + GELU ~15% faster. The entry points are ``torch.ops.mkldnn._convolution_pointwise``
 (what Inductor's CPU backend itself emits). They are internal, so they are used only after a
 one-time self-test on this machine passes; anything else (GPU, bf16/fp16, a torch without
-them, tracing for export) takes the plain ``activation(conv(x))`` path.
+them, tracing for export) takes the plain ``act(conv(x))`` path.
+
+It sits below ``yyfast.model`` (whose eval-mode blocks use it) and ``yyfast.inference`` (whose folded
+blocks do), and needs only torch and ``yyfast.activations``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import activations
 
 #: oneDNN post-op name and algorithm for each activation (GELU: the exact erf form).
 _ATTRS = {"gelu": ("gelu", "none"), "silu": ("swish", None)}
@@ -33,7 +38,7 @@ def _self_test() -> Optional[str]:
         for act, groups in (("gelu", 1), ("silu", 6)):
             conv = nn.Conv2d(6, 6, 3, 2, 1, groups=groups).to(memory_format=torch.channels_last)
             with torch.no_grad():
-                ref = (F.gelu if act == "gelu" else F.silu)(conv(x))
+                ref = activations.act(act)(conv(x))
                 out = _conv_act_mkldnn(conv, x, act)
                 ref_add = conv(x) + ref
                 out_add = _conv_add_mkldnn(conv, x, ref)
@@ -86,13 +91,13 @@ def _plain_conv(conv: nn.Conv2d, x: torch.Tensor, weight, bias) -> torch.Tensor:
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, activation, weight: Optional[torch.Tensor] = None,
+def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, weight: Optional[torch.Tensor] = None,
              bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``act(conv(x))``; one oneDNN call where usable, else ``activation(act, conv(x), inplace=True)``.
+    """``act(conv(x))``; one oneDNN call where usable, else ``conv(x)`` then the in-place activation.
     ``weight``/``bias``, if given, replace the conv's own (its geometry is still used)."""
     if usable(x):
         return _conv_act_mkldnn(conv, x, act, weight, bias)
-    return activation(act, _plain_conv(conv, x, weight, bias), True)
+    return activations.act(act, inplace=True)(_plain_conv(conv, x, weight, bias))
 
 
 def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight: Optional[torch.Tensor] = None,

@@ -10,6 +10,14 @@ Blocks follow ``shared/spec/YYNET.md`` exactly (the paper plus the authors' code
 
 ``ReferenceYYNet`` takes the span and fusion classes as arguments so that ``yyfast.YYNet`` can
 swap in the fused-op versions without changing a single state_dict key.
+
+Layer (``tests/test_layering.py``): this module, ``yyfast.timm_interface`` and ``yyfast.hub`` are one
+layer, above ``yyfast.config``/``yyfast.activations`` and below the ops and ``yyfast.model``. The two
+mixins ``ReferenceYYNet`` inherits (``TimmInterface``: timm's model methods; ``PretrainedMixin``:
+``save_pretrained``/``from_pretrained``) are part of what the reference network is, the interface
+every YYNet shares, and need only the config and torch, so they sit here and not above; they reach
+back into this module only for ``new_classifier`` (the authors' initialisation), an import within
+the layer.
 """
 from __future__ import annotations
 
@@ -20,28 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import YYNetConfig
+from .activations import act_module, gate_module
+from .config import FUSIONS, YYNetConfig
 from .hub import PretrainedMixin
 from .timm_interface import TimmInterface
 
 #: The authors' truncated-normal correction: the std of a unit normal cut at +-2 std.
 TRUNC_STD_CORRECTION = 0.87962566103423978
-
-
-def make_act(name: str) -> nn.Module:
-    if name == "gelu":
-        return nn.GELU()  # erf form, as the paper's GELU
-    if name == "silu":
-        return nn.SiLU()
-    raise ValueError(f"act={name!r} is not valid; allowed values: 'gelu', 'silu'")
-
-
-def make_gate(name: str) -> nn.Module:
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "hardsigmoid":
-        return nn.Hardsigmoid()
-    raise ValueError(f"se_gate={name!r} is not valid; allowed values: 'sigmoid', 'hardsigmoid'")
 
 
 def authors_trunc_normal_(weight: torch.Tensor) -> torch.Tensor:
@@ -74,9 +67,9 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         hidden = channels // reduction
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
-        self.act = make_act(act)
+        self.act = act_module(act)
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
-        self.gate = make_gate(gate)
+        self.gate = gate_module(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean(dim=(2, 3), keepdim=True)
@@ -98,7 +91,7 @@ class DWBNActSE(nn.Module):
         self.channels, self.stride, self.act_name, self.gate_name = channels, stride, act, gate
         self.conv = nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False)
         self.bn = nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
-        self.act = make_act(act)
+        self.act = act_module(act)
         self.drop = nn.Dropout(dropout)
         self.se = SqueezeExcite(channels, reduction, act, gate)
 
@@ -114,8 +107,6 @@ class YinYangFusion(nn.Module):
 
     def __init__(self, formula: str = "add"):
         super().__init__()
-        from .config import FUSIONS
-
         if formula not in FUSIONS:
             raise ValueError(f"fusion={formula!r} is not valid; allowed values: {', '.join(map(repr, FUSIONS))}")
         self.formula = formula
@@ -139,11 +130,12 @@ class Residual(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=True)
         self.bn1 = nn.BatchNorm2d(c_out, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
-        self.act1 = make_act(cfg.act)
+        self.act_name = cfg.act
+        self.act1 = act_module(cfg.act)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=True)
         self.bn2 = nn.BatchNorm2d(c_out, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, 0, bias=True)
-        self.act = make_act(cfg.act)
+        self.act = act_module(cfg.act)
         _init_main(nn.ModuleList([self.conv1, self.conv2]))
         _init_shortcut(self.shortcut)
 
@@ -164,7 +156,8 @@ class MBConv(nn.Module):
         self.bn_in = nn.BatchNorm2d(c_in, **bn)
         self.expand = nn.Conv2d(c_in, hidden, 1, bias=False)
         self.bn_expand = nn.BatchNorm2d(hidden, **bn)
-        self.act = make_act(cfg.act)
+        self.act_name = cfg.act
+        self.act = act_module(cfg.act)
         self.span = span_cls(hidden, stride, cfg.act, cfg.se_gate, cfg.se_reduction, cfg.mbconv_dropout, **bn)
         self.project = nn.Conv2d(hidden, c_out, 1, bias=False)
         self.bn_project = nn.BatchNorm2d(c_out, **bn)
@@ -216,7 +209,7 @@ class Head(nn.Module):
     def __init__(self, c_in: int, cfg: YYNetConfig):
         super().__init__()
         self.fc = nn.Linear(c_in, cfg.head_width)
-        self.act = make_act(cfg.act)
+        self.act = act_module(cfg.act)
         self.drop = nn.Dropout(cfg.head_dropout)
         self.classifier = nn.Linear(cfg.head_width, cfg.num_classes) if cfg.num_classes else nn.Identity()
         _init_main(self)

@@ -13,7 +13,7 @@ Everything is computed in float64 so that the single cast to the inference dtype
 the only rounding; the functions return new tensors on the parameters' own device and never modify
 the modules they read. They are plain differentiable tensor ops: ``optimize_for_inference`` copies
 their results into frozen modules, ``yyfast.YYNet``'s eval mode (``yyfast.eval_fold``) convolves
-with them directly.
+with them directly, which is why this module sits below both ``yyfast.model`` and ``yyfast.inference``.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Functional pure-PyTorch versions of the two fused ops: the numerical truth for the kernels.
+"""The two fused ops composed from ``torch.nn.functional`` calls: the numerical truth for the kernels.
 
-They compose ``torch.nn.functional`` calls exactly as the ``yyfast.reference`` modules do, so
-running them in float64 on the CPU gives the reference every kernel test compares against.
+They compute exactly what the ``yyfast.reference_model`` modules compute, so running them in float64
+on the CPU gives the reference every kernel test compares against; the ``reference`` backend of
+``yyfast.ops`` runs them too.
 """
 from __future__ import annotations
 
@@ -10,13 +11,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-
-def act_fn(name: str):
-    return F.gelu if name == "gelu" else F.silu
-
-
-def gate_fn(name: str):
-    return torch.sigmoid if name == "sigmoid" else F.hardsigmoid
+from .. import activations
 
 
 def dw_bn_act_se_reference(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: torch.Tensor,
@@ -34,10 +29,10 @@ def dw_bn_act_se_reference(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: 
     channels = x.shape[1]
     z = F.conv2d(x, dw_weight, None, stride, 1, 1, channels)
     u = F.batch_norm(z, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps)
-    d = act_fn(act)(u)
+    d = activations.act(act)(u)
     p = d.mean(dim=(2, 3))
-    hidden = act_fn(act)(F.linear(p, se_w1.reshape(se_w1.shape[0], -1), se_b1))
-    s = gate_fn(gate)(F.linear(hidden, se_w2.reshape(se_w2.shape[0], -1), se_b2))
+    hidden = activations.act(act)(F.linear(p, se_w1.reshape(se_w1.shape[0], -1), se_b1))
+    s = activations.gate(gate)(F.linear(hidden, se_w2.reshape(se_w2.shape[0], -1), se_b2))
     return d * s[:, :, None, None]
 
 
