@@ -121,7 +121,7 @@ def _gpu_cases():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 1e-2), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("case", _gpu_cases(), ids=_id)
 def test_gpu(device, dtype, tol, case):
-    # float32 allows 1e-4: KERNELS.md's bound when the reference may use TF32 (the SE matmuls).
+    # float32 allows 1e-4: docs/kernels.md's bound when the reference may use TF32 (the SE matmuls).
     if dtype == torch.float32 and _fp32_ill_conditioned(case):
         pytest.skip(_fp32_ill_conditioned(case))
     param_dtype = torch.float32 if dtype != torch.float32 else None
