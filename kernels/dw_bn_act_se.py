@@ -16,7 +16,7 @@ import triton
 
 from .dw_bn_act_se_kernels import (bn_finalize_kernel, dw_bwd_gx_kernel, dw_bwd_gz_kernel, dw_bwd_sums_kernel,
                                    dw_output_kernel, dw_pool_kernel, dw_stats_kernel)
-from .memory_format import output_format
+from .output_spec import output_format, stats_dtype
 
 ACT_GELU = 0
 ACT_SILU = 1
@@ -114,17 +114,11 @@ def _se_mlp(pooled, se_w1, se_b1, se_w2, se_b2, act: str):
     return h1, h2
 
 
-def _acc_dtype(x: torch.Tensor) -> torch.dtype:
-    """The contract's dtype of mean/var/pooled: float64 for a float64 x (as the C++ ops give), else
-    float32. The Triton kernels accumulate in float32 either way."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def forward(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1, se_b1, se_w2, se_b2,
             stride: int, eps: float, training: bool, act: str, gate: str):
     """Returns ``(y, mean, var, pooled)``: y in x's dtype and ``output_format(x)``; mean/var the
     statistics normalised with (training: the batch mean and biased variance), pooled the (N, C) SE
-    input ``mean_hw(act(BN(z)))``, the three in ``_acc_dtype(x)``."""
+    input ``mean_hw(act(BN(z)))``, the three in ``stats_dtype(x)``."""
     N, C, H, W = x.shape
     Ho, Wo = _out_size(H, W, stride)
     HWo = Ho * Wo
@@ -157,7 +151,7 @@ def forward(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1, 
     y = torch.empty((N, C, Ho, Wo), dtype=x.dtype, device=dev, memory_format=output_format(x))
     dw_output_kernel[grid](xk, w9, scale, shift, s, y, C, H, W, Wo, HWo, T, *sx, *y.stride(),
                            ACT=ACT, STRIDE=stride, BLOCK_P=bp, BLOCK_C=bc)
-    acc = _acc_dtype(x)
+    acc = stats_dtype(x)
     return y, mean.to(acc), var.to(acc), pooled.to(acc)
 
 

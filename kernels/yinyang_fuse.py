@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .memory_format import output_format
+from .output_spec import output_format
 
 
 @triton.jit

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from yyfast.kernels.memory_format import output_format
+from yyfast.kernels.output_spec import output_format, stats_dtype
 
 from .double_backward import fuse_grads, span_grads
 from .schemas import op_names
-
-
-def _acc_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 # ----------------------------------------------------------------------------- dw_bn_act_se
@@ -27,7 +23,7 @@ def _span_fake(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w
                training, act, gate):
     n, c, h, w = x.shape
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    acc = _acc_dtype(x)
+    acc = stats_dtype(x)
     y = torch.empty((n, c, ho, wo), dtype=x.dtype, device=x.device, memory_format=output_format(x))
     return y, x.new_empty((c,), dtype=acc), x.new_empty((c,), dtype=acc), x.new_empty((n, c), dtype=acc)
 
