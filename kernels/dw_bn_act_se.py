@@ -104,11 +104,12 @@ def _se_mlp(pooled, se_w1, se_b1, se_w2, se_b2, act: str):
     """The SE MLP's pre-activations ``h1 = pooled W1^T + b1`` (N, hidden) and ``h2 = act(h1) W2^T + b2``
     (N, C), float32, in torch (cuBLAS on the GPU).
 
-    The backward recomputes them from ``pooled`` rather than having the forward save them, so both
-    backends save the same tensors (the op contract, ``yyfast/ops/schemas.py``). The cost is two
-    (N x C) by (C x hidden) products, hidden = C/se_reduction = C/4 by default: N*C*C/2 multiply-adds (8.4 M for
-    N = 256, C = 256) reading only ``pooled`` and the SE weights, against a backward that reads the
-    N*C*H*W-element x and grad_y twice each."""
+    The backward recomputes them from ``pooled`` (the same ops on the same inputs as the forward)
+    rather than having the forward save them, so both backends save the same tensors (the op
+    contract, ``yyfast/ops/schemas.py``). The cost is two (N x C) by (C x hidden) products, hidden =
+    C/se_reduction (C/4 by default): N*C*C/2 multiply-adds, 8.4 M for N = C = 256, reading only
+    ``pooled`` and the SE weights, against a backward that reads the N*C*H*W-element x and grad_y
+    twice each (and already runs four such products for the SE gradients)."""
     h1 = torch.addmm(se_b1.float(), pooled, se_w1.float().t())
     h2 = torch.addmm(se_b2.float(), _act_torch(h1, act), se_w2.float().t())
     return h1, h2
