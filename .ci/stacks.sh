@@ -24,7 +24,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # triton_aot or cuda_emu join by marker (`tests -m`), wherever they live.
 SUBSET=(tests/test_build.py tests/test_backends.py
         tests/test_triton_dw_bn_act_se.py tests/test_triton_yinyang_fuse.py
-        tests/test_cuda_dw_bn_act_se.py tests/test_cuda_yinyang_fuse.py
+        tests/test_cuda_dw_bn_act_se.py tests/test_cuda_yinyang_fuse.py tests/test_op_schemas.py
         tests/test_triton_model.py tests/test_cuda_model.py
         tests/test_evaluate.py::test_json_matches_the_trainers_own_evaluation)
 SUBSET_K="not cmake"        # test_build's CMake/ctest build does not involve torch: the pinned run has it

@@ -12,16 +12,9 @@ non-reference backend. Modes: ``fwd-eval`` (eval statistics, no_grad), ``fwd-tra
 statistics and running-stat update, inputs requiring grad), ``fwd+bwd`` (training forward, then
 the input and parameter gradients via ``torch.autograd.grad``, so nothing accumulates).
 
-Byte floor (read every input once, write every output once; ``e`` = activation element size,
-parameters and statistics fp32; ``X`` = N*C*H*W, ``Y`` = N*C*Ho*Wo, ``P`` = 9C + 2C (BN affine)
-+ 2C (running stats) + 2*C*C/4 + C/4 + C (SE) parameter elements, ``G`` = P - 2C the
-differentiable ones):
-
-* span ``fwd-eval``:  e*(X + Y) + 4*P
-* span ``fwd-train``: e*(X + Y) + 4*(P + 2C)           (the running statistics are also written)
-* span ``fwd+bwd``:   e*(X + Y + Y + X) + 4*(P + 2C + G)  (x, y, grad_y, grad_x; params read, grads written)
-* fuse ``fwd-eval``, ``fwd-train``: e*3*X              (a, i, out)
-* fuse ``fwd+bwd``:   e*6*X                            (a, i, out, grad_out, grad_a, grad_i)
+Each op's calls and byte floor are in its own file, ``kernels_dw_bn_act_se.py`` and
+``kernels_yinyang_fuse.py`` (their docstrings, printed by ``--help`` after this one); this file is
+the runner and CLI for both.
 
 Achieved GB/s = floor bytes / median time. A call whose tensors fit in a cache (the small shapes
 on a CPU, up to the 50 MB L2 on an H100) can beat the copy bandwidth, which is measured on
@@ -44,11 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import kernels_dw_bn_act_se  # noqa: E402
+import kernels_yinyang_fuse  # noqa: E402
 
-SPAN_MODES = ("fwd-eval", "fwd-train", "fwd+bwd")
-FUSE_MODES = SPAN_MODES  # eval and train forwards differ only by autograd bookkeeping
+#: op name -> its benchmark module (OP, MODES, shape_name, floor_bytes, build).
+OP_MODULES = {m.OP: m for m in (kernels_dw_bn_act_se, kernels_yinyang_fuse)}
 IMPL_FAMILIES = ("eager", "compile", "yyfast")
-OPS = ("dw_bn_act_se", "yinyang_fuse")
+OPS = tuple(OP_MODULES)
 
 
 @dataclass
@@ -133,24 +128,7 @@ def model_shapes(model_name: str) -> Tuple[List[Tuple[int, int, int, int]], List
 
 def shape_name(op: str, shape) -> str:
     """``256x32x32/s2`` for a span, ``64x16x16`` for the fusion (batch apart)."""
-    return "x".join(map(str, shape[:3])) + (f"/s{shape[3]}" if op == "dw_bn_act_se" else "")
-
-
-# -- byte floors -----------------------------------------------------------------------------
-def span_floor_bytes(n: int, c: int, h: int, w: int, stride: int, hidden: int, elem: int, mode: str) -> int:
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    x, y = n * c * h * w, n * c * ho * wo
-    params = 9 * c + 2 * c + 2 * c + hidden * c + hidden + c * hidden + c
-    grads = params - 2 * c
-    if mode == "fwd-eval":
-        return elem * (x + y) + 4 * params
-    if mode == "fwd-train":
-        return elem * (x + y) + 4 * (params + 2 * c)
-    return elem * (2 * x + 2 * y) + 4 * (params + 2 * c + grads)
-
-
-def fuse_floor_bytes(n: int, c: int, h: int, w: int, elem: int, mode: str) -> int:
-    return elem * n * c * h * w * (6 if mode == "fwd+bwd" else 3)
+    return OP_MODULES[op].shape_name(shape)
 
 
 def copy_bandwidth(device: torch.device, megabytes: int, reps: int = 10) -> float:
@@ -163,76 +141,11 @@ def copy_bandwidth(device: torch.device, megabytes: int, reps: int = 10) -> floa
 
 
 # -- building the calls ----------------------------------------------------------------------
-def _span_inputs(c: int, h: int, w: int, stride: int, batch: int, dtype: torch.dtype, device: torch.device,
-                 model_name: str):
-    from yyfast.config import get_config
-    from yyfast.reference_model import DWBNActSE
-
-    cfg = get_config(model_name)
-    mod = DWBNActSE(c, stride, cfg.act, cfg.se_gate, cfg.se_reduction, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
-    with torch.no_grad():  # non-trivial running statistics so eval mode is not an identity BN
-        mod.bn.running_mean.uniform_(-0.5, 0.5)
-        mod.bn.running_var.uniform_(0.5, 2.0)
-    mod = mod.to(device)
-    x = torch.randn(batch, c, h, w, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-    return mod, x
-
-
-def build_span(impl: str, cfg: Config, mode: str, shape, batch: int, dtype: torch.dtype, device: torch.device
-               ) -> Tuple[Callable[[], object], int]:
-    from yyfast import ops
-    from yyfast.ops.composed import dw_bn_act_se_reference
-
-    c, h, w, stride = shape
-    mod, x = _span_inputs(c, h, w, stride, batch, dtype, device, cfg.model)
-    bn, se = mod.bn, mod.se
-    training = mode != "fwd-eval"
-    params = [mod.conv.weight, bn.weight, bn.bias, se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias]
-
-    if impl in ("eager", "compile"):
-        def fn(x):
-            return dw_bn_act_se_reference(x, mod.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                          se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias, stride=stride,
-                                          eps=bn.eps, momentum=bn.momentum, training=training, act=mod.act_name,
-                                          gate=mod.gate_name)
-        if impl == "compile":
-            fn = torch.compile(fn, mode=cfg.compile_mode, dynamic=False)
-    else:
-        backend = impl.split("-", 1)[1]
-
-        def fn(x):
-            return ops.dw_bn_act_se(x, mod.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                    se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias, stride=stride,
-                                    eps=bn.eps, momentum=bn.momentum, training=training, act=mod.act_name,
-                                    gate=mod.gate_name, backend=backend)
-    elem = x.element_size()
-    floor = span_floor_bytes(batch, c, h, w, stride, se.fc1.out_channels, elem, mode)
-    return _wrap(fn, [x], params, mode, device, cfg.dtype), floor
-
-
-def build_fuse(impl: str, cfg: Config, mode: str, shape, batch: int, dtype: torch.dtype, device: torch.device
-               ) -> Tuple[Callable[[], object], int]:
-    from yyfast import ops
-    from yyfast.config import FUSIONS, get_config
-    from yyfast.ops.composed import yinyang_fuse_reference
-
-    formula = get_config(cfg.model).fusion
-    c1, c2, c3 = FUSIONS[formula]
-    c, h, w = shape
-    a, i = (torch.randn(batch, c, h, w, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-            for _ in range(2))
-    if impl in ("eager", "compile"):
-        def fn(a, i):
-            return yinyang_fuse_reference(a, i, c1, c2, c3)
-        if impl == "compile":
-            fn = torch.compile(fn, mode=cfg.compile_mode, dynamic=False)
-    else:
-        backend = impl.split("-", 1)[1]
-
-        def fn(a, i):
-            return ops.yinyang_fuse(a, i, formula, backend=backend)
-    floor = fuse_floor_bytes(batch, c, h, w, a.element_size(), mode)
-    return _wrap(fn, [a, i], [], mode, device, cfg.dtype), floor
+def build(op: str, impl: str, cfg: Config, mode: str, shape, batch: int, dtype: torch.dtype, device: torch.device
+          ) -> Tuple[Callable[[], object], int]:
+    """The timed call of one row and its floor bytes (the op's module builds ``fn``, this wraps it)."""
+    fn, inputs, params, floor = OP_MODULES[op].build(impl, cfg, mode, shape, batch, dtype, device)
+    return _wrap(fn, inputs, params, mode, device, cfg.dtype), floor
 
 
 def _wrap(fn, inputs: List[torch.Tensor], params: List[torch.Tensor], mode: str, device: torch.device, dtype: str
@@ -298,9 +211,11 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
     todo = []
     for batch in sorted(cfg.batches, reverse=True):  # the largest batch (the goal's) first
         if "dw_bn_act_se" in cfg.ops:
-            todo += [("dw_bn_act_se", s, batch, m, i) for s in spans for m in SPAN_MODES for i in impls]
+            todo += [("dw_bn_act_se", s, batch, m, i) for s in spans for m in kernels_dw_bn_act_se.MODES
+                     for i in impls]
         if "yinyang_fuse" in cfg.ops:
-            todo += [("yinyang_fuse", s, batch, m, i) for s in fuses for m in FUSE_MODES for i in impls]
+            todo += [("yinyang_fuse", s, batch, m, i) for s in fuses for m in kernels_yinyang_fuse.MODES
+                     for i in impls]
     # Compiled rows last (their compilation is the slow part): a deadline or timeout loses those only.
     todo.sort(key=lambda item: item[4] == "compile")
     results: List[Result] = []
@@ -336,8 +251,7 @@ def _measure(bar, cfg: Config, device: torch.device, dtype: torch.dtype, copy_gb
             skipped.append(common.Skipped(what, f"--deadline-s {cfg.deadline_s:g} s reached before this configuration"))
             continue
         try:
-            builder = build_span if op == "dw_bn_act_se" else build_fuse
-            call, floor = builder(impl, cfg, mode, shape, batch, dtype, device)
+            call, floor = build(op, impl, cfg, mode, shape, batch, dtype, device)
             timing = common.time_fn(call, device, cfg.warmup, cfg.reps, cfg.budget_s)
         except Exception as exc:  # a kernel not written yet, an unsupported dtype: report and go on
             skipped.append(common.Skipped(what, common.short_error(exc)))
@@ -367,7 +281,7 @@ def compute_goals(results: List[Result], device: torch.device) -> List[common.Go
         return [common.Goal("fused span >= 70% of copy bandwidth", ">= 70%", None, None, "no yyfast-* span rows")]
     goals = []
     batch = max(r.batch for r in rows)
-    for mode in SPAN_MODES:
+    for mode in kernels_dw_bn_act_se.MODES:
         per_impl = {}
         for r in rows:
             if r.batch == batch and r.mode == mode:
@@ -398,8 +312,9 @@ def render_markdown(head: dict, results: List[Result], skipped: List[common.Skip
 
 
 def parse_args(argv=None):
+    epilog = "\n".join([__doc__] + [m.__doc__ for m in OP_MODULES.values()])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     p.add_argument("--model", default="yynet_small_64", help="preset whose shapes are measured")
     p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu or cuda")
     p.add_argument("--batch", help="comma-separated batch sizes (GPU default 64,256; CPU 16)")

@@ -80,8 +80,8 @@ def recording():
     from triton.runtime.jit import JITFunction
 
     launches: List[Launch] = []
-    from yyfast.kernels import dw_bn_act_se
-    if not isinstance(dw_bn_act_se.dw_stats_kernel, JITFunction):
+    from yyfast.kernels import dw_bn_act_se_kernels
+    if not isinstance(dw_bn_act_se_kernels.dw_stats_kernel, JITFunction):
         raise RuntimeError("the Triton kernels were imported under TRITON_INTERPRET=1 (interpreter functions, "
                            "not compilable); run with TRITON_INTERPRET=0")
 
@@ -100,7 +100,7 @@ def recording():
 
 
 def _span_launches(C, H, W, stride, batch, dtype, layout, training, act) -> None:
-    """Run kernels/dw_bn_act_se.py's forward and backward on fake CUDA tensors."""
+    """Run kernels/dw_bn_act_se.py's forward and backward (the launch code) on fake CUDA tensors."""
     from yyfast.kernels import dw_bn_act_se as k
 
     dev = "cuda"
@@ -109,10 +109,9 @@ def _span_launches(C, H, W, stride, batch, dtype, layout, training, act) -> None
     p = lambda *shape: torch.empty(shape, dtype=dtype, device=dev)  # noqa: E731
     dw, g, b, rm, rv = p(C, 1, 3, 3), p(C), p(C), p(C), p(C)
     w1, b1, w2, b2 = p(hidden, C), p(hidden), p(C, hidden), p(C)
-    y, mean, var, pooled, h1, h2 = k.forward(x, dw, g, b, rm, rv, w1, b1, w2, b2, stride, 1e-5, training, act,
-                                             "sigmoid")
+    y, mean, var, pooled = k.forward(x, dw, g, b, rm, rv, w1, b1, w2, b2, stride, 1e-5, training, act, "sigmoid")
     gy = torch.empty_like(y)
-    k.backward(gy, x, dw, g, b, mean, var, w1, b1, w2, b2, pooled, h1, h2, stride, 1e-5, training, act, "sigmoid")
+    k.backward(gy, x, dw, g, b, mean, var, pooled, w1, b1, w2, b2, stride, 1e-5, training, act, "sigmoid")
 
 
 def _fuse_launches(C, H, W, batch, dtype, layout) -> None:

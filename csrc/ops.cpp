@@ -1,24 +1,27 @@
-// The yyfast operator schemas, declared once. CPU and CUDA implementations register in
-// cpu/*.cpp and cuda/*.cpp; fakes and autograd are registered from Python (yyfast/ops/cuda_ops.py).
+// The yyfast._C operator schemas: the text of yyfast/ops/schemas.py (the one contract of every backend;
+// tests/test_op_schemas.py compares them). CPU and CUDA implementations register in cpu/*.cpp and
+// cuda/*.cu; fakes and autograd are registered from Python (yyfast/ops/registration.py).
 #include <Python.h>
 #include <torch/library.h>
 
 #include "cpu/span_kernels.h"
 
 TORCH_LIBRARY(yyfast, m) {
-  m.def("yinyang_fuse(Tensor a, Tensor i, float c1, float c2, float c3) -> Tensor");
-  m.def("yinyang_fuse_backward(Tensor grad, Tensor a, Tensor i, float c1, float c2, float c3) -> (Tensor, Tensor)");
+  m.def("yinyang_fuse_cuda(Tensor a, Tensor i, float c1, float c2, float c3) -> Tensor");
+  m.def(
+      "yinyang_fuse_cuda_backward(Tensor grad, Tensor a, Tensor i, float c1, float c2, float c3) -> (Tensor, "
+      "Tensor)");
   // The MBConv span DWConv3x3 -> BN -> act -> SE. Outputs: y (x's dtype and memory format); mean and var,
   // the per-channel batch mean and biased variance in training (copies of the running statistics in
   // eval), float32 (float64 for float64 x); pooled, the (N, C) SE input mean_hw(act(BN(z))), saved so the
   // backward recomputes the tiny SE MLP instead of storing its activations.
   m.def(
-      "dw_bn_act_se(Tensor x, Tensor dw_weight, Tensor bn_weight, Tensor bn_bias, Tensor running_mean, "
+      "dw_bn_act_se_cuda(Tensor x, Tensor dw_weight, Tensor bn_weight, Tensor bn_bias, Tensor running_mean, "
       "Tensor running_var, Tensor se_w1, Tensor se_b1, Tensor se_w2, Tensor se_b2, int stride, float eps, "
       "bool training, str act, str gate) -> (Tensor y, Tensor mean, Tensor var, Tensor pooled)");
-  // Gradients of dw_bn_act_se's y for x and every parameter, from the saved x, mean, var, pooled.
+  // Gradients of dw_bn_act_se_cuda's y for x and every parameter, from the saved x, mean, var, pooled.
   m.def(
-      "dw_bn_act_se_backward(Tensor grad_y, Tensor x, Tensor dw_weight, Tensor bn_weight, Tensor bn_bias, "
+      "dw_bn_act_se_cuda_backward(Tensor grad_y, Tensor x, Tensor dw_weight, Tensor bn_weight, Tensor bn_bias, "
       "Tensor mean, Tensor var, Tensor pooled, Tensor se_w1, Tensor se_b1, Tensor se_w2, Tensor se_b2, "
       "int stride, float eps, bool training, str act, str gate) -> (Tensor grad_x, Tensor grad_dw_weight, "
       "Tensor grad_bn_weight, Tensor grad_bn_bias, Tensor grad_se_w1, Tensor grad_se_b1, Tensor grad_se_w2, "

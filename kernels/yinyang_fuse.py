@@ -1,15 +1,18 @@
 """Triton kernels for the Yin/Yang fusion ``out = c1*A*I + c2*A + c3*I`` and its backward.
 
-Elementwise over the tensors' storage: A, I (and the gradient) share one dense layout (NCHW or
-channels_last), so one flat index addresses the same logical element in all of them. One pass
-each way, the byte floor: forward reads A and I and writes out; backward reads g, A, I and writes
-dA = g*(c1*I + c2) and dI = g*(c1*A + c3). Math in float32, results in the inputs' dtype.
+Elementwise over the tensors' storage: A, I (and the gradient) are made dense in A's
+``output_format`` (channels_last when A's strides suggest it, as the C++ ops do), so one flat index
+addresses the same logical element in all of them. One pass each way, the byte floor: forward
+reads A and I and writes out; backward reads g, A, I and writes dA = g*(c1*I + c2) and
+dI = g*(c1*A + c3). Math in float32, results in the inputs' dtype.
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+
+from .output_spec import output_format
 
 
 @triton.jit
@@ -41,17 +44,8 @@ def _block(t: torch.Tensor) -> int:
     return 1024 if t.is_cuda else 1 << 16
 
 
-def dense_format(t: torch.Tensor):
-    """The memory format the flat kernels use for ``t``: its own when dense, else contiguous."""
-    if t.is_contiguous():
-        return torch.contiguous_format
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def forward(a: torch.Tensor, i: torch.Tensor, c1: float, c2: float, c3: float) -> torch.Tensor:
-    fmt = dense_format(a)
+    fmt = output_format(a)
     a = a.contiguous(memory_format=fmt)
     i = i.contiguous(memory_format=fmt)
     out = torch.empty_like(a, memory_format=fmt)
@@ -64,7 +58,7 @@ def forward(a: torch.Tensor, i: torch.Tensor, c1: float, c2: float, c3: float) -
 
 
 def backward(grad: torch.Tensor, a: torch.Tensor, i: torch.Tensor, c1: float, c2: float, c3: float):
-    fmt = dense_format(a)
+    fmt = output_format(a)
     a = a.contiguous(memory_format=fmt)
     i = i.contiguous(memory_format=fmt)
     grad = grad.contiguous(memory_format=fmt)

@@ -23,7 +23,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
-OPS = ("dw_bn_act_se", "dw_bn_act_se_backward", "yinyang_fuse", "yinyang_fuse_backward")
+OPS = ("dw_bn_act_se_cuda", "dw_bn_act_se_cuda_backward", "yinyang_fuse_cuda", "yinyang_fuse_cuda_backward")
 
 
 def compiler():

@@ -22,7 +22,7 @@ import torch
 import yyfast
 from helpers import rel_err
 
-#: (dtype, tolerance on ||out-ref||/||ref||) per KERNELS.md: float32 well under 1e-5, half types 1e-2.
+#: (dtype, tolerance on ||out-ref||/||ref||) per docs/kernels.md: float32 well under 1e-5, half types 1e-2.
 TOLERANCES = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float64: 1e-10}
 
 #: Shapes (N, C, H, W) with nothing a power of two where it can be avoided. (1, 5, 1, 1) is eval-only

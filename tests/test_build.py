@@ -57,7 +57,7 @@ def test_extension_has_cuda_kernels_when_buildable():
 
 def test_ops_registered():
     pytest.importorskip("yyfast._C", reason="the yyfast._C extension is not built")
-    for name in ("dw_bn_act_se", "dw_bn_act_se_backward", "yinyang_fuse", "yinyang_fuse_backward"):
+    for name in ("dw_bn_act_se_cuda", "dw_bn_act_se_cuda_backward", "yinyang_fuse_cuda", "yinyang_fuse_cuda_backward"):
         assert hasattr(torch.ops.yyfast, name), f"torch.ops.yyfast.{name} is not registered"
 
 

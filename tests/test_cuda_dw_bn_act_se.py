@@ -156,7 +156,7 @@ def _op_args(n=2, c=6, h=5, w=7, stride=2, training=True, channels_last=False, d
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("training,channels_last", [(True, False), (False, True)])
 def test_opcheck_forward(device, training, channels_last):
-    torch.library.opcheck(torch.ops.yyfast.dw_bn_act_se.default,
+    torch.library.opcheck(torch.ops.yyfast.dw_bn_act_se_cuda.default,
                           _op_args(training=training, channels_last=channels_last, device=device))
 
 
@@ -164,10 +164,10 @@ def test_opcheck_forward(device, training, channels_last):
 def test_opcheck_backward(device):
     args = _op_args(training=True, channels_last=True, device=device)
     with torch.no_grad():
-        y, mean, var, pooled = torch.ops.yyfast.dw_bn_act_se(*args)
+        y, mean, var, pooled = torch.ops.yyfast.dw_bn_act_se_cuda(*args)
     x, w, g, b, _rm, _rv, w1, b1, w2, b2, stride, eps, training, act, gate = args
     grad = torch.randn_like(y)
-    torch.library.opcheck(torch.ops.yyfast.dw_bn_act_se_backward.default,
+    torch.library.opcheck(torch.ops.yyfast.dw_bn_act_se_cuda_backward.default,
                           (grad, x.detach(), w.detach(), g.detach(), b.detach(), mean, var, pooled, w1.detach(),
                            b1.detach(), w2.detach(), b2.detach(), stride, eps, training, act, gate))
 
@@ -228,4 +228,4 @@ def test_op_rejects_bad_arguments(bad, match):
     args = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
     args.update(bad)
     with pytest.raises(RuntimeError, match=match):
-        torch.ops.yyfast.dw_bn_act_se(*[args[k] for k in names])
+        torch.ops.yyfast.dw_bn_act_se_cuda(*[args[k] for k in names])

@@ -84,8 +84,8 @@ def test_emulated_ops_are_the_ones_that_ran(emu):
     w = torch.randn(1, 1, 3, 3)
     one = torch.ones(1)
     with pytest.raises(RuntimeError, match="at most 65535"):
-        torch.ops.yyfast.dw_bn_act_se(x, w, one, one * 0, one * 0, one, torch.ones(1, 1), one, torch.ones(1, 1), one,
-                                      1, 1e-5, False, "gelu", "sigmoid")
+        torch.ops.yyfast.dw_bn_act_se_cuda(x, w, one, one * 0, one * 0, one, torch.ones(1, 1), one, torch.ones(1, 1),
+                                           one, 1, 1e-5, False, "gelu", "sigmoid")
 
 
 # ------------------------------------------------------------------------------ sanitizer checks

@@ -41,9 +41,9 @@ def test_opcheck(channels_last):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     a = torch.randn(2, 6, 3, 5).contiguous(memory_format=fmt).requires_grad_(True)
     i = torch.randn(2, 6, 3, 5).contiguous(memory_format=fmt).requires_grad_(True)
-    torch.library.opcheck(torch.ops.yyfast.yinyang_fuse.default, (a, i, -1.0, 2.0, 1.0))
+    torch.library.opcheck(torch.ops.yyfast.yinyang_fuse_cuda.default, (a, i, -1.0, 2.0, 1.0))
     g = torch.randn(2, 6, 3, 5)
-    torch.library.opcheck(torch.ops.yyfast.yinyang_fuse_backward.default,
+    torch.library.opcheck(torch.ops.yyfast.yinyang_fuse_cuda_backward.default,
                           (g, a.detach(), i.detach(), -1.0, 2.0, 1.0))
 
 
@@ -79,6 +79,6 @@ def test_torch_compile_fullgraph_public_op():
 
 def test_op_rejects_mismatched_inputs():
     with pytest.raises(RuntimeError, match="i must have the shape"):
-        torch.ops.yyfast.yinyang_fuse(torch.randn(2, 3), torch.randn(3, 2), 0.0, 1.0, 1.0)
+        torch.ops.yyfast.yinyang_fuse_cuda(torch.randn(2, 3), torch.randn(3, 2), 0.0, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="dtype"):
-        torch.ops.yyfast.yinyang_fuse(torch.randn(2, 3), torch.randn(2, 3, dtype=torch.float64), 0.0, 1.0, 1.0)
+        torch.ops.yyfast.yinyang_fuse_cuda(torch.randn(2, 3), torch.randn(2, 3, dtype=torch.float64), 0.0, 1.0, 1.0)

@@ -121,7 +121,7 @@ def _gpu_cases():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 1e-2), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("case", _gpu_cases(), ids=_id)
 def test_gpu(device, dtype, tol, case):
-    # float32 allows 1e-4: KERNELS.md's bound when the reference may use TF32 (the SE matmuls).
+    # float32 allows 1e-4: docs/kernels.md's bound when the reference may use TF32 (the SE matmuls).
     if dtype == torch.float32 and _fp32_ill_conditioned(case):
         pytest.skip(_fp32_ill_conditioned(case))
     param_dtype = torch.float32 if dtype != torch.float32 else None
@@ -143,7 +143,7 @@ def _op_args(n=2, c=6, h=5, w=7, stride=2, training=True, channels_last=False, d
                          [("cpu", True, True, 2)] + [pytest.param(*d.values, *m, marks=d.marks) for d in CUDA
                                                      for m in ((True, False, 2), (False, True, 1))])
 def test_opcheck_forward(device, training, channels_last, stride):
-    torch.library.opcheck(torch.ops.yyfast.triton_dw_bn_act_se.default,
+    torch.library.opcheck(torch.ops.yyfast.dw_bn_act_se_triton.default,
                           _op_args(stride=stride, training=training, channels_last=channels_last, device=device))
 
 
@@ -151,11 +151,11 @@ def test_opcheck_forward(device, training, channels_last, stride):
 def test_opcheck_backward(device):
     args = _op_args(training=True, channels_last=True, device=device)
     with torch.no_grad():
-        y, mean, var, pooled, h1, h2 = torch.ops.yyfast.triton_dw_bn_act_se(*args)
+        y, mean, var, pooled = torch.ops.yyfast.dw_bn_act_se_triton(*args)
     x, w, g, b, _rm, _rv, w1, b1, w2, b2, stride, eps, training, act, gate = args
-    params = [t.detach() for t in (x, w, g, b)] + [mean, var] + [t.detach() for t in (w1, b1, w2, b2)]
-    torch.library.opcheck(torch.ops.yyfast.triton_dw_bn_act_se_backward.default,
-                          (torch.randn_like(y), *params, pooled, h1, h2, stride, eps, training, act, gate))
+    params = [t.detach() for t in (x, w, g, b)] + [mean, var, pooled] + [t.detach() for t in (w1, b1, w2, b2)]
+    torch.library.opcheck(torch.ops.yyfast.dw_bn_act_se_triton_backward.default,
+                          (torch.randn_like(y), *params, stride, eps, training, act, gate))
 
 
 def test_eval_stats_are_float32_copies():

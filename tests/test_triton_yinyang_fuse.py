@@ -50,9 +50,9 @@ def test_gpu(device, formula, dtype, tol, shape, channels_last):
 def test_opcheck(device):
     a = torch.randn(2, 3, 4, 5, device=device, requires_grad=True)
     i = torch.randn(2, 3, 4, 5, device=device, requires_grad=True)
-    torch.library.opcheck(torch.ops.yyfast.triton_yinyang_fuse.default, (a, i, -1.0, 2.0, 1.0))
+    torch.library.opcheck(torch.ops.yyfast.yinyang_fuse_triton.default, (a, i, -1.0, 2.0, 1.0))
     g = torch.randn(2, 3, 4, 5, device=device).contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.yyfast.triton_yinyang_fuse_backward.default,
+    torch.library.opcheck(torch.ops.yyfast.yinyang_fuse_triton_backward.default,
                           (g, a.detach(), i.detach(), -1.0, 2.0, 1.0))
 
 

@@ -428,8 +428,8 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
 }  // namespace
 
 TORCH_LIBRARY_IMPL(yyfast, CPU, m) {
-  m.impl("dw_bn_act_se", &forward_cpu);
-  m.impl("dw_bn_act_se_backward", &backward_cpu);
+  m.impl("dw_bn_act_se_cuda", &forward_cpu);
+  m.impl("dw_bn_act_se_cuda_backward", &backward_cpu);
 }
 
 }  // namespace yyfast

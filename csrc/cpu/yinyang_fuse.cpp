@@ -73,8 +73,8 @@ std::tuple<at::Tensor, at::Tensor> fuse_backward_cpu(const at::Tensor& g_in, con
 }  // namespace
 
 TORCH_LIBRARY_IMPL(yyfast, CPU, m) {
-  m.impl("yinyang_fuse", &fuse_cpu);
-  m.impl("yinyang_fuse_backward", &fuse_backward_cpu);
+  m.impl("yinyang_fuse_cuda", &fuse_cpu);
+  m.impl("yinyang_fuse_cuda_backward", &fuse_backward_cpu);
 }
 
 }  // namespace yyfast

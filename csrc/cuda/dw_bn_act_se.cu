@@ -8,8 +8,8 @@
 namespace yyfast {
 
 TORCH_LIBRARY_IMPL(yyfast, CUDA, m) {
-  m.impl("dw_bn_act_se", &forward_cuda);
-  m.impl("dw_bn_act_se_backward", &backward_cuda);
+  m.impl("dw_bn_act_se_cuda", &forward_cuda);
+  m.impl("dw_bn_act_se_cuda_backward", &backward_cuda);
 }
 
 }  // namespace yyfast

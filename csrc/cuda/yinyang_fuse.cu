@@ -8,8 +8,8 @@
 namespace yyfast {
 
 TORCH_LIBRARY_IMPL(yyfast, CUDA, m) {
-  m.impl("yinyang_fuse", &fuse_cuda);
-  m.impl("yinyang_fuse_backward", &fuse_backward_cuda);
+  m.impl("yinyang_fuse_cuda", &fuse_cuda);
+  m.impl("yinyang_fuse_cuda_backward", &fuse_backward_cuda);
 }
 
 }  // namespace yyfast

@@ -11,8 +11,8 @@
 #include "../cuda/yinyang_fuse_launch.h"
 
 TORCH_LIBRARY(yyfast_emu, m) {
-  m.def("dw_bn_act_se", TORCH_FN(yyfast::forward_cuda));
-  m.def("dw_bn_act_se_backward", TORCH_FN(yyfast::backward_cuda));
-  m.def("yinyang_fuse", TORCH_FN(yyfast::fuse_cuda));
-  m.def("yinyang_fuse_backward", TORCH_FN(yyfast::fuse_backward_cuda));
+  m.def("dw_bn_act_se_cuda", TORCH_FN(yyfast::forward_cuda));
+  m.def("dw_bn_act_se_cuda_backward", TORCH_FN(yyfast::backward_cuda));
+  m.def("yinyang_fuse_cuda", TORCH_FN(yyfast::fuse_cuda));
+  m.def("yinyang_fuse_cuda_backward", TORCH_FN(yyfast::fuse_backward_cuda));
 }

@@ -6,7 +6,10 @@ BatchNorm running statistics. The backends live beside this file:
 * ``reference``  (``composed.py``): composed ``torch.nn.functional`` calls, the numerical truth;
 * ``triton``     (``triton_ops.py``): Triton kernels registered with ``torch.library.custom_op``;
 * ``cuda``       (``cuda_ops.py``): the ``yyfast._C`` extension's ``TORCH_LIBRARY`` ops (CUDA
-  kernels, and C++ CPU twins that run on CPU tensors), with their fakes and autograd.
+  kernels, and C++ CPU twins that run on CPU tensors).
+
+Both register each op under one schema (``schemas.py``: ``yyfast::<op>_triton``,
+``yyfast::<op>_cuda``) with the same fake and autograd formula (``registration.py``).
 
 Each backend module exposes the same two functional entry points, differentiable through their
 registered autograd formulas::
