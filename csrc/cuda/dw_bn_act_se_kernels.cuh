@@ -8,7 +8,8 @@
 // H100: the op is memory-bound (9 multiply-adds per output), so the kernels never store the
 // depthwise output, the BN output or the activation; each pass recomputes them from x (L2-resident
 // for the sizes YYNet uses) and the only activation-sized tensors written are y, and in backward
-// gz (in the accumulation type: float32, or float64 for float64 x) and gx. Saved for backward: x, the per-channel mean/var, the (N, C) SE input `pooled`.
+// gz (in the accumulation type: float32, or float64 for float64 x) and gx. Saved for backward: x,
+// the per-channel mean/var, the (N, C) SE input `pooled`.
 //
 // Passes over x (each a read of x, plus what is named):
 //   forward training: stats, pool, apply (+ write y)                              = 3 reads
