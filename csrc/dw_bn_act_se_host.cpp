@@ -13,24 +13,21 @@ namespace {
 void check_vec(const char* op, const char* name, const at::Tensor& t, int64_t len, const at::Tensor& x) {
   TORCH_CHECK(t.dim() == 1 && t.size(0) == len, op, ": ", name, " must have shape (", len, "), got ", t.sizes());
   TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ",
-              t.scalar_type());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ", t.scalar_type());
 }
-void check_mat(const char* op, const char* name, const at::Tensor& t, int64_t rows, int64_t cols,
-               const at::Tensor& x) {
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, op, ": ", name, " must have shape (", rows,
-              ", ", cols, "), got ", t.sizes());
+void check_mat(const char* op, const char* name, const at::Tensor& t, int64_t rows, int64_t cols, const at::Tensor& x) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, op, ": ", name, " must have shape (", rows, ", ",
+              cols, "), got ", t.sizes());
   TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ",
-              t.scalar_type());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ", t.scalar_type());
 }
 }  // namespace
 
-SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& dw_weight,
-                         const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_or_running,
-                         const at::Tensor& var_or_running, const at::Tensor& se_w1, const at::Tensor& se_b1,
-                         const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride,
-                         const std::string& act, const std::string& gate, c10::DeviceType device_type) {
+SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& dw_weight, const at::Tensor& bn_weight,
+                         const at::Tensor& bn_bias, const at::Tensor& mean_or_running, const at::Tensor& var_or_running,
+                         const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2,
+                         const at::Tensor& se_b2, int64_t stride, const std::string& act, const std::string& gate,
+                         c10::DeviceType device_type) {
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got shape ", x.sizes());
   TORCH_CHECK(x.device().type() == device_type, op, ": x is on ", x.device(), ", this implementation runs on ",
               device_type);
@@ -63,8 +60,8 @@ SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& 
   check_mat(op, "se_w2", se_w2, d.c, d.hidden, x);
   check_vec(op, "se_b2", se_b2, d.c, x);
   TORCH_CHECK(act == "gelu" || act == "silu", op, ": act must be 'gelu' or 'silu', got '", act, "'");
-  TORCH_CHECK(gate == "sigmoid" || gate == "hardsigmoid", op, ": gate must be 'sigmoid' or 'hardsigmoid', got '",
-              gate, "'");
+  TORCH_CHECK(gate == "sigmoid" || gate == "hardsigmoid", op, ": gate must be 'sigmoid' or 'hardsigmoid', got '", gate,
+              "'");
   d.act = act == "gelu" ? kGelu : kSilu;
   d.gate = gate == "sigmoid" ? kSigmoid : kHardSigmoid;
   return d;
@@ -113,7 +110,7 @@ SpanParams::SpanParams(const at::Tensor& dw_weight, const at::Tensor& bn_weight,
 
 at::MemoryFormat output_format(const at::Tensor& x) {
   return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? at::MemoryFormat::ChannelsLast
-                                                                      : at::MemoryFormat::Contiguous;
+                                                                     : at::MemoryFormat::Contiguous;
 }
 
 at::Tensor in_format(const at::Tensor& y, at::MemoryFormat fmt) {

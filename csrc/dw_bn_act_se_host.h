@@ -18,11 +18,11 @@ struct SpanDims {
 
 // Checks every argument of the forward op (shape, dtype, device) and returns the sizes.
 // `device_type` is the device the implementation runs on (CPU or CUDA).
-SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& dw_weight,
-                         const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_or_running,
-                         const at::Tensor& var_or_running, const at::Tensor& se_w1, const at::Tensor& se_b1,
-                         const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride,
-                         const std::string& act, const std::string& gate, c10::DeviceType device_type);
+SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& dw_weight, const at::Tensor& bn_weight,
+                         const at::Tensor& bn_bias, const at::Tensor& mean_or_running, const at::Tensor& var_or_running,
+                         const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2,
+                         const at::Tensor& se_b2, int64_t stride, const std::string& act, const std::string& gate,
+                         c10::DeviceType device_type);
 
 // Checks every argument of the backward op: those of the forward (check_span_args, with the saved
 // batch or running statistics as mean/var), then grad_y (N, C, Ho, Wo) and pooled (N, C).
@@ -72,8 +72,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_param_grads(
 
 // The eight gradients of dw_bn_act_se_backward, in schema order: x, dw_weight, bn_weight, bn_bias,
 // se_w1, se_b1, se_w2, se_b2.
-using SpanGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                             at::Tensor>;
+using SpanGrads =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // Packs what a backward implementation computed into its outputs: grad_x in memory format `fmt`,
 // the (C, 9) depthwise-weight gradient and the BN gradients in their parameters' shapes and dtypes,

@@ -72,8 +72,8 @@ struct ScalarSpan {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = 0; k < C; ++k) y[r * C + k] = d[r * C + k] * s[k];
   }
-  static void se_mlp(const T* p, const T* w1t, const T* b1, const T* w2t, const T* b2, int64_t C, int64_t hid,
-                     int act, T* h1, T* a1, T* h2) {
+  static void se_mlp(const T* p, const T* w1t, const T* b1, const T* w2t, const T* b2, int64_t C, int64_t hid, int act,
+                     T* h1, T* a1, T* h2) {
     for (int64_t j = 0; j < hid; ++j) {
       T t = b1[j];
       for (int64_t k = 0; k < C; ++k) t += w1t[k * hid + j] * p[k];
@@ -86,8 +86,8 @@ struct ScalarSpan {
       h2[k] = t;
     }
   }
-  static void bwd_gate_sum(const T* z, const T* gy, const T* scale, const T* shift, int act, T* u, T* gs,
-                           int64_t rows, int64_t C) {
+  static void bwd_gate_sum(const T* z, const T* gy, const T* scale, const T* shift, int act, T* u, T* gs, int64_t rows,
+                           int64_t C) {
     std::fill(gs, gs + C, T(0));
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = 0; k < C; ++k) {
@@ -284,8 +284,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     const at::Tensor& running_mean, const at::Tensor& running_var, const at::Tensor& se_w1, const at::Tensor& se_b1,
     const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride, double eps, bool training, std::string act,
     std::string gate) {
-  const SpanDims d = check_span_args(kOp, x_in, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1,
-                                     se_b1, se_w2, se_b2, stride, act, gate, c10::DeviceType::CPU);
+  const SpanDims d = check_span_args(kOp, x_in, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1, se_b1,
+                                     se_w2, se_b2, stride, act, gate, c10::DeviceType::CPU);
   // Works in either layout without whole-tensor copies (samples are converted in cache).
   const auto fmt = output_format(x_in);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
@@ -331,8 +331,8 @@ struct BackwardCall {
   at::Tensor gbeta, ggamma, gw;  // (C), (C), (9, C): the sums across samples
 
   BackwardCall(const SpanDims& dims, const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& mean_in,
-               const at::Tensor& var_in, const at::Tensor& pooled_in, SpanParams params, int64_t stride,
-               double eps_in, bool training_in)
+               const at::Tensor& var_in, const at::Tensor& pooled_in, SpanParams params, int64_t stride, double eps_in,
+               bool training_in)
       : d(dims),
         g{dims.c, dims.h, dims.w, dims.ho, dims.wo, static_cast<int>(stride)},
         fmt(output_format(x_in)),
@@ -491,14 +491,14 @@ void backward_passes(const BackwardCall& b) {
   sum_rows<acc_t>(b.gw_n, b.gw);
 }
 
-SpanGrads
-backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& dw_weight, const at::Tensor& bn_weight,
-             const at::Tensor& bn_bias, const at::Tensor& mean, const at::Tensor& var, const at::Tensor& pooled,
-             const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2,
-             int64_t stride, double eps, bool training, std::string act, std::string gate) {
-  const SpanDims d = check_span_backward_args(kBackwardOp, grad_y, x_in, dw_weight, bn_weight, bn_bias,
-                                              mean, var, pooled, se_w1, se_b1, se_w2, se_b2, stride, act, gate,
-                                              c10::DeviceType::CPU);
+SpanGrads backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& dw_weight,
+                       const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean,
+                       const at::Tensor& var, const at::Tensor& pooled, const at::Tensor& se_w1,
+                       const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride,
+                       double eps, bool training, std::string act, std::string gate) {
+  const SpanDims d =
+      check_span_backward_args(kBackwardOp, grad_y, x_in, dw_weight, bn_weight, bn_bias, mean, var, pooled, se_w1,
+                               se_b1, se_w2, se_b2, stride, act, gate, c10::DeviceType::CPU);
   const BackwardCall b(d, grad_y, x_in, mean, var, pooled,
                        SpanParams(dw_weight, bn_weight, bn_bias, se_w1, se_b1, se_w2, se_b2,
                                   acc_type_for(x_in.scalar_type()), DwWeightLayout::kTapMajor),
@@ -506,8 +506,8 @@ backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.x.scalar_type(), "dw_bn_act_se_backward_cpu",
                                   [&] { backward_passes<scalar_t>(b); });
   const at::Tensor gw = b.gw.t().contiguous();  // (C, 9)
-  return span_grads(b.gx, b.fmt, gw, b.ggamma, b.gbeta, b.gh2, b.a1, b.gh1, b.pooled, dw_weight, bn_weight,
-                    bn_bias, se_w1, se_b1, se_w2, se_b2);
+  return span_grads(b.gx, b.fmt, gw, b.ggamma, b.gbeta, b.gh2, b.a1, b.gh1, b.pooled, dw_weight, bn_weight, bn_bias,
+                    se_w1, se_b1, se_w2, se_b2);
 }
 
 }  // namespace

@@ -198,8 +198,8 @@ __global__ void stats_finish_kernel(const acc_t* __restrict__ part_cnt, const ac
 template <typename scalar_t, typename acc_t>
 __global__ void pool_partial_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ wgt,
                                     const acc_t* __restrict__ mean, const acc_t* __restrict__ var,
-                                    const acc_t* __restrict__ gamma, const acc_t* __restrict__ beta, acc_t eps,
-                                    int act, Shape s, acc_t* __restrict__ part_pool) {
+                                    const acc_t* __restrict__ gamma, const acc_t* __restrict__ beta, acc_t eps, int act,
+                                    Shape s, acc_t* __restrict__ part_pool) {
   YY_SHARED_2D(acc_t, buf, kRowLanes, kChanPerBlock);
   acc_t w[9];
   const TileThread<scalar_t, acc_t> t(x, wgt, s, w);
@@ -304,10 +304,10 @@ __global__ void gs_partial_kernel(const scalar_t* __restrict__ x, const scalar_t
 template <typename acc_t>
 __global__ void se_backward_kernel(const acc_t* __restrict__ part_gs, const acc_t* __restrict__ pooled,
                                    const acc_t* __restrict__ w1, const acc_t* __restrict__ b1,
-                                   const acc_t* __restrict__ w2, const acc_t* __restrict__ b2, int64_t C,
-                                   int64_t hid, int tiles, int act, int gate, acc_t* __restrict__ se_scale,
-                                   acc_t* __restrict__ gh2_out, acc_t* __restrict__ a1_out,
-                                   acc_t* __restrict__ gh1_out, acc_t* __restrict__ gp_out) {
+                                   const acc_t* __restrict__ w2, const acc_t* __restrict__ b2, int64_t C, int64_t hid,
+                                   int tiles, int act, int gate, acc_t* __restrict__ se_scale,
+                                   acc_t* __restrict__ gh2_out, acc_t* __restrict__ a1_out, acc_t* __restrict__ gh1_out,
+                                   acc_t* __restrict__ gp_out) {
   YY_DYNAMIC_SHARED(acc_t, p);  // C
   const auto gh2 = p + C;       // C
   const auto h1 = gh2 + C;      // hid

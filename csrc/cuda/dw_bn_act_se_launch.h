@@ -45,9 +45,7 @@ dim3 rows_grid(const SpanDims& d, const Shape& s) {
 
 // The finishing kernels (stats_finish_kernel, sum_partials_kernel): one thread per value of `width`.
 constexpr int kFinishThreads = 256;
-unsigned finish_blocks(int64_t width) {
-  return static_cast<unsigned>((width + kFinishThreads - 1) / kFinishThreads);
-}
+unsigned finish_blocks(int64_t width) { return static_cast<unsigned>((width + kFinishThreads - 1) / kFinishThreads); }
 
 size_t se_smem_bytes(int64_t floats, size_t elem, const char* op) {
   const size_t bytes = static_cast<size_t>(floats) * elem;
@@ -90,23 +88,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
       at::Tensor part_cnt = at::empty({parts, d.c}, acc_opts), part_mean = at::empty({parts, d.c}, acc_opts),
                  part_m2 = at::empty({parts, d.c}, acc_opts);
       launch_kernel("stats_partial_kernel", stats_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, s,
-          part_cnt.mutable_data_ptr<acc_t>(), part_mean.mutable_data_ptr<acc_t>(), part_m2.mutable_data_ptr<acc_t>());
+                    part_cnt.mutable_data_ptr<acc_t>(), part_mean.mutable_data_ptr<acc_t>(),
+                    part_m2.mutable_data_ptr<acc_t>());
       launch_kernel("stats_finish_kernel", stats_finish_kernel<acc_t>, finish_blocks(d.c), kFinishThreads, 0, stream,
-          part_cnt.const_data_ptr<acc_t>(), part_mean.const_data_ptr<acc_t>(), part_m2.const_data_ptr<acc_t>(), parts,
-          d.c, mean.mutable_data_ptr<acc_t>(), var.mutable_data_ptr<acc_t>());
+                    part_cnt.const_data_ptr<acc_t>(), part_mean.const_data_ptr<acc_t>(),
+                    part_m2.const_data_ptr<acc_t>(), parts, d.c, mean.mutable_data_ptr<acc_t>(),
+                    var.mutable_data_ptr<acc_t>());
     }
     const acc_t *pmean = mean.const_data_ptr<acc_t>(), *pvar = var.const_data_ptr<acc_t>();
     const acc_t *pg = prm.gamma.const_data_ptr<acc_t>(), *pb = prm.beta.const_data_ptr<acc_t>();
     launch_kernel("pool_partial_kernel", pool_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, pmean,
-        pvar, pg, pb, eps_a, d.act, s, part_pool.mutable_data_ptr<acc_t>());
+                  pvar, pg, pb, eps_a, d.act, s, part_pool.mutable_data_ptr<acc_t>());
     const size_t smem = se_smem_bytes(d.c + d.hidden, sizeof(acc_t), op);
     launch_kernel("se_forward_kernel", se_forward_kernel<acc_t>, static_cast<unsigned>(d.n), kSeThreads, smem, stream,
-        part_pool.const_data_ptr<acc_t>(), prm.w1.const_data_ptr<acc_t>(), prm.b1.const_data_ptr<acc_t>(),
-        prm.w2.const_data_ptr<acc_t>(), prm.b2.const_data_ptr<acc_t>(), d.c, d.hidden, s.tiles,
-        acc_t(1) / static_cast<acc_t>(s.HWo), d.act, d.gate, pooled.mutable_data_ptr<acc_t>(),
-        se_scale.mutable_data_ptr<acc_t>());
+                  part_pool.const_data_ptr<acc_t>(), prm.w1.const_data_ptr<acc_t>(), prm.b1.const_data_ptr<acc_t>(),
+                  prm.w2.const_data_ptr<acc_t>(), prm.b2.const_data_ptr<acc_t>(), d.c, d.hidden, s.tiles,
+                  acc_t(1) / static_cast<acc_t>(s.HWo), d.act, d.gate, pooled.mutable_data_ptr<acc_t>(),
+                  se_scale.mutable_data_ptr<acc_t>());
     launch_kernel("apply_kernel", apply_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pw, pmean, pvar, pg, pb,
-        eps_a, d.act, se_scale.const_data_ptr<acc_t>(), s, y.mutable_data_ptr<scalar_t>());
+                  eps_a, d.act, se_scale.const_data_ptr<acc_t>(), s, y.mutable_data_ptr<scalar_t>());
   });
   return {in_format(y, fmt), mean, var, pooled};
 }
@@ -154,44 +154,44 @@ void launch_backward(const at::Tensor& x, const at::Tensor& gy, const SpanParams
   const acc_t *pmean = mean.const_data_ptr<acc_t>(), *pvar = var.const_data_ptr<acc_t>();
   const acc_t *pg = prm.gamma.const_data_ptr<acc_t>(), *pb = prm.beta.const_data_ptr<acc_t>();
   launch_kernel("gs_partial_kernel", gs_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean,
-      pvar, pg, pb, eps_a, d.act, s, ws.part.mutable_data_ptr<acc_t>());
+                pvar, pg, pb, eps_a, d.act, s, ws.part.mutable_data_ptr<acc_t>());
   const size_t smem = se_smem_bytes(2 * d.c + 3 * d.hidden, sizeof(acc_t), op);
   launch_kernel("se_backward_kernel", se_backward_kernel<acc_t>, static_cast<unsigned>(d.n), kSeThreads, smem, stream,
-      ws.part.const_data_ptr<acc_t>(), pooled.const_data_ptr<acc_t>(), prm.w1.const_data_ptr<acc_t>(),
-      prm.b1.const_data_ptr<acc_t>(), prm.w2.const_data_ptr<acc_t>(), prm.b2.const_data_ptr<acc_t>(), d.c, d.hidden,
-      s.tiles, d.act, d.gate, ws.se_scale.mutable_data_ptr<acc_t>(), ws.gh2.mutable_data_ptr<acc_t>(),
-      ws.a1.mutable_data_ptr<acc_t>(), ws.gh1.mutable_data_ptr<acc_t>(), ws.gp.mutable_data_ptr<acc_t>());
+                ws.part.const_data_ptr<acc_t>(), pooled.const_data_ptr<acc_t>(), prm.w1.const_data_ptr<acc_t>(),
+                prm.b1.const_data_ptr<acc_t>(), prm.w2.const_data_ptr<acc_t>(), prm.b2.const_data_ptr<acc_t>(), d.c,
+                d.hidden, s.tiles, d.act, d.gate, ws.se_scale.mutable_data_ptr<acc_t>(),
+                ws.gh2.mutable_data_ptr<acc_t>(), ws.a1.mutable_data_ptr<acc_t>(), ws.gh1.mutable_data_ptr<acc_t>(),
+                ws.gp.mutable_data_ptr<acc_t>());
   // `part` is free again after the SE backward (stream order): reuse it for the sums of gu.
   launch_kernel("bn_partial_kernel", bn_partial_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean,
-      pvar, pg, pb, eps_a, d.act, ws.se_scale.const_data_ptr<acc_t>(), ws.gp.const_data_ptr<acc_t>(), s,
-      ws.part.mutable_data_ptr<acc_t>(), ws.part2.mutable_data_ptr<acc_t>());
+                pvar, pg, pb, eps_a, d.act, ws.se_scale.const_data_ptr<acc_t>(), ws.gp.const_data_ptr<acc_t>(), s,
+                ws.part.mutable_data_ptr<acc_t>(), ws.part2.mutable_data_ptr<acc_t>());
   launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, finish_blocks(d.c), kFinishThreads, 0, stream,
-      ws.part.const_data_ptr<acc_t>(), ws.parts, d.c, ws.gbeta.mutable_data_ptr<acc_t>());
+                ws.part.const_data_ptr<acc_t>(), ws.parts, d.c, ws.gbeta.mutable_data_ptr<acc_t>());
   launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, finish_blocks(d.c), kFinishThreads, 0, stream,
-      ws.part2.const_data_ptr<acc_t>(), ws.parts, d.c, ws.ggamma.mutable_data_ptr<acc_t>());
-  launch_kernel("gz_gw_kernel", gz_gw_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean, pvar, pg,
-      pb, eps_a, d.act, training, ws.se_scale.const_data_ptr<acc_t>(), ws.gp.const_data_ptr<acc_t>(),
-      ws.gbeta.const_data_ptr<acc_t>(), ws.ggamma.const_data_ptr<acc_t>(), s, ws.gz.mutable_data_ptr<acc_t>(),
-      ws.part_gw.mutable_data_ptr<acc_t>());
+                ws.part2.const_data_ptr<acc_t>(), ws.parts, d.c, ws.ggamma.mutable_data_ptr<acc_t>());
+  launch_kernel("gz_gw_kernel", gz_gw_kernel<scalar_t, acc_t>, grid, block, 0, stream, px, pgy, pw, pmean, pvar, pg, pb,
+                eps_a, d.act, training, ws.se_scale.const_data_ptr<acc_t>(), ws.gp.const_data_ptr<acc_t>(),
+                ws.gbeta.const_data_ptr<acc_t>(), ws.ggamma.const_data_ptr<acc_t>(), s, ws.gz.mutable_data_ptr<acc_t>(),
+                ws.part_gw.mutable_data_ptr<acc_t>());
   launch_kernel("sum_partials_kernel", sum_partials_kernel<acc_t>, finish_blocks(9 * d.c), kFinishThreads, 0, stream,
-      ws.part_gw.const_data_ptr<acc_t>(), ws.parts, 9 * d.c, ws.gw_t.mutable_data_ptr<acc_t>());
+                ws.part_gw.const_data_ptr<acc_t>(), ws.parts, 9 * d.c, ws.gw_t.mutable_data_ptr<acc_t>());
   const int64_t total = gx.numel();
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, int64_t(65535) * 8);
   launch_kernel("gx_kernel", gx_kernel<scalar_t, acc_t>, static_cast<unsigned>(blocks), threads, 0, stream,
-      ws.gz.const_data_ptr<acc_t>(), pw, s, total, gx.mutable_data_ptr<scalar_t>());
+                ws.gz.const_data_ptr<acc_t>(), pw, s, total, gx.mutable_data_ptr<scalar_t>());
 }
 
-SpanGrads
-backward_cuda(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& dw_weight,
-              const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_in,
-              const at::Tensor& var_in, const at::Tensor& pooled_in, const at::Tensor& se_w1, const at::Tensor& se_b1,
-              const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride, double eps, bool training,
-              std::string act, std::string gate) {
+SpanGrads backward_cuda(const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& dw_weight,
+                        const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_in,
+                        const at::Tensor& var_in, const at::Tensor& pooled_in, const at::Tensor& se_w1,
+                        const at::Tensor& se_b1, const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride,
+                        double eps, bool training, std::string act, std::string gate) {
   const char* op = "dw_bn_act_se_backward";
-  const SpanDims d = check_span_backward_args(op, grad_y, x_in, dw_weight, bn_weight, bn_bias, mean_in, var_in,
-                                              pooled_in, se_w1, se_b1, se_w2, se_b2, stride, act, gate,
-                                              YY_KERNEL_DEVICE);
+  const SpanDims d =
+      check_span_backward_args(op, grad_y, x_in, dw_weight, bn_weight, bn_bias, mean_in, var_in, pooled_in, se_w1,
+                               se_b1, se_w2, se_b2, stride, act, gate, YY_KERNEL_DEVICE);
   YY_DEVICE_GUARD(x_in);
   const Shape s = make_shape(d, stride, op);
   const auto fmt = output_format(x_in);

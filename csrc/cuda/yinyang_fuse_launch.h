@@ -31,8 +31,8 @@ at::Tensor fuse_cuda(const at::Tensor& a_in, const at::Tensor& i_in, double c1, 
   const kernel_stream_t stream = YY_CURRENT_STREAM();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "yinyang_fuse_cuda", [&] {
     launch_kernel("fuse_forward_kernel", fuse_forward_kernel<scalar_t, at::opmath_type<scalar_t>>, grid_for(n, 256),
-        256, 0, stream, a.const_data_ptr<scalar_t>(), i.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n,
-        c1, c2, c3);
+                  256, 0, stream, a.const_data_ptr<scalar_t>(), i.const_data_ptr<scalar_t>(),
+                  out.mutable_data_ptr<scalar_t>(), n, c1, c2, c3);
   });
   return out;
 }
@@ -50,8 +50,9 @@ std::tuple<at::Tensor, at::Tensor> fuse_backward_cuda(const at::Tensor& g_in, co
   const kernel_stream_t stream = YY_CURRENT_STREAM();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "yinyang_fuse_backward_cuda", [&] {
     launch_kernel("fuse_backward_kernel", fuse_backward_kernel<scalar_t, at::opmath_type<scalar_t>>, grid_for(n, 256),
-        256, 0, stream, g.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(), i.const_data_ptr<scalar_t>(),
-        ga.mutable_data_ptr<scalar_t>(), gi.mutable_data_ptr<scalar_t>(), n, c1, c2, c3);
+                  256, 0, stream, g.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
+                  i.const_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(), gi.mutable_data_ptr<scalar_t>(), n, c1,
+                  c2, c3);
   });
   return {ga, gi};
 }
