@@ -13,24 +13,21 @@ namespace {
 void check_vec(const char* op, const char* name, const at::Tensor& t, int64_t len, const at::Tensor& x) {
   TORCH_CHECK(t.dim() == 1 && t.size(0) == len, op, ": ", name, " must have shape (", len, "), got ", t.sizes());
   TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ",
-              t.scalar_type());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ", t.scalar_type());
 }
-void check_mat(const char* op, const char* name, const at::Tensor& t, int64_t rows, int64_t cols,
-               const at::Tensor& x) {
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, op, ": ", name, " must have shape (", rows,
-              ", ", cols, "), got ", t.sizes());
+void check_mat(const char* op, const char* name, const at::Tensor& t, int64_t rows, int64_t cols, const at::Tensor& x) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, op, ": ", name, " must have shape (", rows, ", ",
+              cols, "), got ", t.sizes());
   TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ",
-              t.scalar_type());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating tensor, got ", t.scalar_type());
 }
 }  // namespace
 
-SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& dw_weight,
-                         const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_or_running,
-                         const at::Tensor& var_or_running, const at::Tensor& se_w1, const at::Tensor& se_b1,
-                         const at::Tensor& se_w2, const at::Tensor& se_b2, int64_t stride,
-                         const std::string& act, const std::string& gate, c10::DeviceType device_type) {
+SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& dw_weight, const at::Tensor& bn_weight,
+                         const at::Tensor& bn_bias, const at::Tensor& mean_or_running, const at::Tensor& var_or_running,
+                         const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2,
+                         const at::Tensor& se_b2, int64_t stride, const std::string& act, const std::string& gate,
+                         c10::DeviceType device_type) {
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got shape ", x.sizes());
   TORCH_CHECK(x.device().type() == device_type, op, ": x is on ", x.device(), ", this implementation runs on ",
               device_type);
@@ -63,10 +60,28 @@ SpanDims check_span_args(const char* op, const at::Tensor& x, const at::Tensor& 
   check_mat(op, "se_w2", se_w2, d.c, d.hidden, x);
   check_vec(op, "se_b2", se_b2, d.c, x);
   TORCH_CHECK(act == "gelu" || act == "silu", op, ": act must be 'gelu' or 'silu', got '", act, "'");
-  TORCH_CHECK(gate == "sigmoid" || gate == "hardsigmoid", op, ": gate must be 'sigmoid' or 'hardsigmoid', got '",
-              gate, "'");
+  TORCH_CHECK(gate == "sigmoid" || gate == "hardsigmoid", op, ": gate must be 'sigmoid' or 'hardsigmoid', got '", gate,
+              "'");
   d.act = act == "gelu" ? kGelu : kSilu;
   d.gate = gate == "sigmoid" ? kSigmoid : kHardSigmoid;
+  return d;
+}
+
+SpanDims check_span_backward_args(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
+                                  const at::Tensor& dw_weight, const at::Tensor& bn_weight, const at::Tensor& bn_bias,
+                                  const at::Tensor& mean, const at::Tensor& var, const at::Tensor& pooled,
+                                  const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2,
+                                  const at::Tensor& se_b2, int64_t stride, const std::string& act,
+                                  const std::string& gate, c10::DeviceType device_type) {
+  const SpanDims d = check_span_args(op, x, dw_weight, bn_weight, bn_bias, mean, var, se_w1, se_b1, se_w2, se_b2,
+                                     stride, act, gate, device_type);
+  TORCH_CHECK(grad_y.dim() == 4 && grad_y.size(0) == d.n && grad_y.size(1) == d.c && grad_y.size(2) == d.ho &&
+                  grad_y.size(3) == d.wo,
+              op, ": grad_y must have shape (", d.n, ", ", d.c, ", ", d.ho, ", ", d.wo, "), got ", grad_y.sizes());
+  TORCH_CHECK(grad_y.device() == x.device(), op, ": grad_y is on ", grad_y.device(), " but x is on ", x.device());
+  TORCH_CHECK(pooled.dim() == 2 && pooled.size(0) == d.n && pooled.size(1) == d.c, op, ": pooled must have shape (",
+              d.n, ", ", d.c, "), got ", pooled.sizes());
+  TORCH_CHECK(pooled.device() == x.device(), op, ": pooled is on ", pooled.device(), " but x is on ", x.device());
   return d;
 }
 
@@ -76,9 +91,26 @@ at::Tensor acc_copy(const at::Tensor& t, at::ScalarType acc) {
   return t.to(t.options().dtype(acc), /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous);
 }
 
+SpanParams::SpanParams(const at::Tensor& dw_weight, const at::Tensor& bn_weight, const at::Tensor& bn_bias,
+                       const at::Tensor& se_w1, const at::Tensor& se_b1, const at::Tensor& se_w2,
+                       const at::Tensor& se_b2, at::ScalarType acc, DwWeightLayout layout) {
+  const at::Tensor w_c9 = dw_weight.reshape({dw_weight.size(0), 9});
+  dw = acc_copy(layout == DwWeightLayout::kTapMajor ? w_c9.t() : w_c9, acc);
+  gamma = acc_copy(bn_weight, acc);
+  beta = acc_copy(bn_bias, acc);
+  w1 = acc_copy(se_w1, acc);
+  b1 = acc_copy(se_b1, acc);
+  w2 = acc_copy(se_w2, acc);
+  b2 = acc_copy(se_b2, acc);
+  if (layout == DwWeightLayout::kTapMajor) {
+    w1t = w1.t().contiguous();
+    w2t = w2.t().contiguous();
+  }
+}
+
 at::MemoryFormat output_format(const at::Tensor& x) {
   return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? at::MemoryFormat::ChannelsLast
-                                                                      : at::MemoryFormat::Contiguous;
+                                                                     : at::MemoryFormat::Contiguous;
 }
 
 at::Tensor in_format(const at::Tensor& y, at::MemoryFormat fmt) {

@@ -12,7 +12,8 @@
 // hierarchy; only the block's narrow input, residual and output are full tensors.
 //
 // Parallelism: over samples (at::parallel_for), the two GEMMs per sample single-threaded inside the
-// parallel region; with fewer samples than threads, samples run in turn with multithreaded GEMMs. Thread-safe: the buffers are per OS thread, nothing else is shared or mutated.
+// parallel region; with fewer samples than threads, samples run in turn with multithreaded GEMMs. Thread-safe: the
+// buffers are per OS thread, nothing else is shared or mutated.
 //
 // Layouts (prepared once by yyfast/inference/block_plan.py): x, residual: (N, Cin|Cout, H, W)
 // channels_last float32; expand_wt (Cin, Ce); expand_b (Ce); dw_wt (9, Ce); dw_b (Ce);
@@ -60,8 +61,8 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
               ": x must be a 4-d float32 CPU tensor, got ", x.sizes(), " ", x.scalar_type(), " on ", x.device());
   TORCH_CHECK(stride == 1 || stride == 2, kOp, ": stride must be 1 or 2, got ", stride);
   TORCH_CHECK(act == "gelu" || act == "silu", kOp, ": act must be 'gelu' or 'silu', got '", act, "'");
-  TORCH_CHECK(gate == "sigmoid" || gate == "hardsigmoid", kOp, ": gate must be 'sigmoid' or 'hardsigmoid', got '",
-              gate, "'");
+  TORCH_CHECK(gate == "sigmoid" || gate == "hardsigmoid", kOp, ": gate must be 'sigmoid' or 'hardsigmoid', got '", gate,
+              "'");
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(N > 0 && Cin > 0 && H > 0 && W > 0, kOp, ": x must have no empty dimension, got ", x.sizes());
   const int64_t Ce = expand_b.numel(), hid = se_b1.numel(), Cout = proj_b.numel();
@@ -80,8 +81,7 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
   at::Tensor res;
   if (residual.has_value() && residual->defined()) {
     const auto& r = *residual;
-    TORCH_CHECK(r.device().is_cpu() && r.scalar_type() == at::kFloat &&
-                    r.sizes() == at::IntArrayRef({N, Cout, Ho, Wo}),
+    TORCH_CHECK(r.device().is_cpu() && r.scalar_type() == at::kFloat && r.sizes() == at::IntArrayRef({N, Cout, Ho, Wo}),
                 kOp, ": residual must be a float32 CPU tensor of shape ", at::IntArrayRef({N, Cout, Ho, Wo}), ", got ",
                 r.sizes(), " ", r.scalar_type());
     res = r.contiguous(at::MemoryFormat::ChannelsLast);
@@ -117,7 +117,10 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
       // expand: h = act(x_n @ We + be), (H*W, Ce)
       at::Tensor xn = at::from_blob(const_cast<float*>(px) + n * H * W * Cin, {H * W, Cin}, fopts);
       at::addmm_out(ht, expand_b, xn, expand_wt);
-      if (a == kGelu) at::gelu_(ht); else at::silu_(ht);
+      if (a == kGelu)
+        at::gelu_(ht);
+      else
+        at::silu_(ht);
       // span: z = act(dwconv(h) + bd), psum = per-channel sum of z; SE scale s
       K.conv(h, dw_wt.const_data_ptr<float>(), ones, pdwb, a, z, psum, g);
       for (int64_t k = 0; k < Ce; ++k) psum[k] *= inv_hw;

@@ -42,8 +42,8 @@ struct SpanCpuKernels {
   const char* isa;  // "avx2+fma" or "baseline"
   // z = dwconv3x3(x). With scale != nullptr the BN/activation epilogue runs in the same pass:
   // z = act(z*scale + shift), and psum[k] = sum over positions of z (overwritten).
-  void (*conv)(const float* x, const float* wt, const float* scale, const float* shift, int act, float* z,
-               float* psum, const Geom& g);
+  void (*conv)(const float* x, const float* wt, const float* scale, const float* shift, int act, float* z, float* psum,
+               const Geom& g);
   // Per-channel mean and sum of squared deviations of z (rows x C).
   void (*stats)(const float* z, int64_t rows, int64_t c, float* mean, float* m2);
   // y[r, k] = d[r, k] * s[k].

@@ -7,16 +7,10 @@
 #include <torch/library.h>
 
 #include "../common/yinyang_fuse_math.h"
+#include "../yinyang_fuse_host.h"
 
 namespace yyfast {
 namespace {
-
-void check_pair(const at::Tensor& a, const at::Tensor& i) {
-  TORCH_CHECK(a.sizes() == i.sizes(), "yinyang_fuse: i must have the shape of a ", a.sizes(), ", got ", i.sizes());
-  TORCH_CHECK(a.scalar_type() == i.scalar_type(), "yinyang_fuse: i must have the dtype of a (", a.scalar_type(),
-              "), got ", i.scalar_type());
-  TORCH_CHECK(a.device() == i.device(), "yinyang_fuse: i is on ", i.device(), " but a is on ", a.device());
-}
 
 // Elementwise ops are layout-agnostic: run on the common dense layout of both inputs.
 at::Tensor dense_like(const at::Tensor& t, const at::Tensor& like) {
@@ -24,7 +18,7 @@ at::Tensor dense_like(const at::Tensor& t, const at::Tensor& like) {
 }
 
 at::Tensor fuse_cpu(const at::Tensor& a_in, const at::Tensor& i_in, double c1, double c2, double c3) {
-  check_pair(a_in, i_in);
+  check_fuse_pair(a_in, i_in, "i", c10::DeviceType::CPU);
   const auto fmt = a_in.suggest_memory_format();
   at::Tensor a = a_in.contiguous(fmt), i = dense_like(i_in, a);
   at::Tensor out = at::empty_like(a, a.options(), fmt);
@@ -45,8 +39,8 @@ at::Tensor fuse_cpu(const at::Tensor& a_in, const at::Tensor& i_in, double c1, d
 
 std::tuple<at::Tensor, at::Tensor> fuse_backward_cpu(const at::Tensor& g_in, const at::Tensor& a_in,
                                                      const at::Tensor& i_in, double c1, double c2, double c3) {
-  check_pair(a_in, i_in);
-  check_pair(a_in, g_in);
+  check_fuse_pair(a_in, i_in, "i", c10::DeviceType::CPU);
+  check_fuse_pair(a_in, g_in, "grad", c10::DeviceType::CPU);
   const auto fmt = a_in.suggest_memory_format();
   at::Tensor a = a_in.contiguous(fmt), i = dense_like(i_in, a), g = dense_like(g_in, a);
   at::Tensor ga = at::empty_like(a, a.options(), fmt), gi = at::empty_like(a, a.options(), fmt);

@@ -8,7 +8,8 @@
 // H100: the op is memory-bound (9 multiply-adds per output), so the kernels never store the
 // depthwise output, the BN output or the activation; each pass recomputes them from x (L2-resident
 // for the sizes YYNet uses) and the only activation-sized tensors written are y, and in backward
-// gz (float32) and gx. Saved for backward: x, the per-channel mean/var, the (N, C) SE input `pooled`.
+// gz (in the accumulation type: float32, or float64 for float64 x) and gx. Saved for backward: x,
+// the per-channel mean/var, the (N, C) SE input `pooled`.
 //
 // Passes over x (each a read of x, plus what is named):
 //   forward training: stats, pool, apply (+ write y)                              = 3 reads
@@ -89,6 +90,42 @@ __device__ __forceinline__ void channel_bn(const acc_t* mean, const acc_t* var, 
   shift = bn_shift(mean[c], scale, beta[c]);
 }
 
+// What a thread of a per-(sample, tile) kernel (grid rows_grid, block kChanPerBlock x kRowLanes)
+// works on: channel c of sample n, that sample's x (channels_last) and the channel's nine weights,
+// loaded into the kernel's own array `w`. (With the array a member, 28 of the 48 sm_80/sm_90 builds
+// of these six kernels changed register count, up to 16 more, by cuobjdump --dump-resource-usage;
+// this way all but one keep the count they had before this helper, and that one has 6 fewer.)
+// Idle lanes of a partial last channel block have active == false and zero weights; in kernels that
+// synchronise they must still reach every __syncthreads.
+template <typename scalar_t, typename acc_t>
+struct TileThread {
+  int64_t c, n;
+  bool active;
+  const scalar_t* xs;
+  const acc_t (&w)[9];
+
+  __device__ __forceinline__ TileThread(const scalar_t* __restrict__ x, const acc_t* __restrict__ wgt, const Shape& s,
+                                        acc_t (&weights)[9])
+      : c(blockIdx.x * (int64_t)kChanPerBlock + threadIdx.x),
+        n(blockIdx.z),
+        active(c < s.C),
+        xs(x + n * s.H * s.W * s.C),
+        w(weights) {
+    load_weights(wgt, c, active, weights);
+  }
+  // Sample n's rows of an activation-sized (N, Ho*Wo, C) tensor such as gy or y.
+  template <typename T>
+  __device__ __forceinline__ T* out_rows(T* t, const Shape& s) const {
+    return t + n * s.HWo * s.C;
+  }
+  // z at output position r of this thread's channel; also the nine input taps (dwconv_at).
+  __device__ __forceinline__ acc_t z_at(const Shape& s, int64_t r, acc_t (&taps)[9]) const {
+    return dwconv_at(xs, w, c, s, r / s.Wo, r % s.Wo, taps);
+  }
+  // This block's row among the (sample, tile) partials.
+  __device__ __forceinline__ int64_t part(const Shape& s) const { return n * s.tiles + blockIdx.y; }
+};
+
 // Sum of v over threadIdx.y within the block (result valid in threadIdx.y == 0). `buf` is a
 // YY_SHARED_2D(acc_t, buf, kRowLanes, kChanPerBlock) (a pointer to its rows under nvcc).
 template <typename acc_t, typename Rows>
@@ -119,30 +156,27 @@ __global__ void stats_partial_kernel(const scalar_t* __restrict__ x, const acc_t
   YY_SHARED_2D(acc_t, bc, kRowLanes, kChanPerBlock);
   YY_SHARED_2D(acc_t, bm, kRowLanes, kChanPerBlock);
   YY_SHARED_2D(acc_t, bq, kRowLanes, kChanPerBlock);
-  const int64_t c = blockIdx.x * (int64_t)kChanPerBlock + threadIdx.x;
-  const bool active = c < s.C;
-  const int64_t n = blockIdx.z;
-  const scalar_t* xs = x + n * s.H * s.W * s.C;
-  acc_t w[9], taps[9];
-  load_weights(wgt, c, active, w);
+  acc_t w[9];
+  const TileThread<scalar_t, acc_t> t(x, wgt, s, w);
+  acc_t taps[9];
   acc_t cnt = 0, mean = 0, m2 = 0;
   const int64_t r_end = tile_end(s);
-  if (active) {
+  if (t.active) {
     for (int64_t r = tile_begin() + threadIdx.y; r < r_end; r += kRowLanes) {
-      welford_add(cnt, mean, m2, dwconv_at(xs, w, c, s, r / s.Wo, r % s.Wo, taps));
+      welford_add(cnt, mean, m2, t.z_at(s, r, taps));
     }
   }
   bc[threadIdx.y][threadIdx.x] = cnt;
   bm[threadIdx.y][threadIdx.x] = mean;
   bq[threadIdx.y][threadIdx.x] = m2;
   __syncthreads();
-  if (threadIdx.y == 0 && active) {
+  if (threadIdx.y == 0 && t.active) {
     for (int r = 1; r < kRowLanes; ++r)
       welford_merge<acc_t>(cnt, mean, m2, bc[r][threadIdx.x], bm[r][threadIdx.x], bq[r][threadIdx.x]);
-    const int64_t p = n * s.tiles + blockIdx.y;
-    part_cnt[p * s.C + c] = cnt;
-    part_mean[p * s.C + c] = mean;
-    part_m2[p * s.C + c] = m2;
+    const int64_t p = t.part(s);
+    part_cnt[p * s.C + t.c] = cnt;
+    part_mean[p * s.C + t.c] = mean;
+    part_m2[p * s.C + t.c] = m2;
   }
 }
 
@@ -164,25 +198,22 @@ __global__ void stats_finish_kernel(const acc_t* __restrict__ part_cnt, const ac
 template <typename scalar_t, typename acc_t>
 __global__ void pool_partial_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ wgt,
                                     const acc_t* __restrict__ mean, const acc_t* __restrict__ var,
-                                    const acc_t* __restrict__ gamma, const acc_t* __restrict__ beta, acc_t eps,
-                                    int act, Shape s, acc_t* __restrict__ part_pool) {
+                                    const acc_t* __restrict__ gamma, const acc_t* __restrict__ beta, acc_t eps, int act,
+                                    Shape s, acc_t* __restrict__ part_pool) {
   YY_SHARED_2D(acc_t, buf, kRowLanes, kChanPerBlock);
-  const int64_t c = blockIdx.x * (int64_t)kChanPerBlock + threadIdx.x;
-  const bool active = c < s.C;
-  const int64_t n = blockIdx.z;
-  const scalar_t* xs = x + n * s.H * s.W * s.C;
-  acc_t w[9], taps[9];
-  load_weights(wgt, c, active, w);
+  acc_t w[9];
+  const TileThread<scalar_t, acc_t> t(x, wgt, s, w);
+  acc_t taps[9];
   acc_t sum = 0;
-  if (active) {
+  if (t.active) {
     acc_t rstd, scale, shift;
-    channel_bn(mean, var, gamma, beta, eps, c, rstd, scale, shift);
+    channel_bn(mean, var, gamma, beta, eps, t.c, rstd, scale, shift);
     const int64_t r_end = tile_end(s);
     for (int64_t r = tile_begin() + threadIdx.y; r < r_end; r += kRowLanes)
-      sum += act_forward(act, bn_affine(dwconv_at(xs, w, c, s, r / s.Wo, r % s.Wo, taps), scale, shift));
+      sum += act_forward(act, bn_affine(t.z_at(s, r, taps), scale, shift));
   }
   const acc_t total = block_sum_rows(sum, buf);
-  if (threadIdx.y == 0 && active) part_pool[(n * s.tiles + blockIdx.y) * s.C + c] = total;
+  if (threadIdx.y == 0 && t.active) part_pool[t.part(s) * s.C + t.c] = total;
 }
 
 // One block per sample: pooled p = mean_hw(d); h1 = W1 p + b1 (a warp per hidden unit);
@@ -224,20 +255,18 @@ __global__ void apply_kernel(const scalar_t* __restrict__ x, const acc_t* __rest
                              const acc_t* __restrict__ mean, const acc_t* __restrict__ var,
                              const acc_t* __restrict__ gamma, const acc_t* __restrict__ beta, acc_t eps, int act,
                              const acc_t* __restrict__ se_scale, Shape s, scalar_t* __restrict__ y) {
-  const int64_t c = blockIdx.x * (int64_t)kChanPerBlock + threadIdx.x;
-  if (c >= s.C) return;  // no block-wide synchronisation in this kernel
-  const int64_t n = blockIdx.z;
-  const scalar_t* xs = x + n * s.H * s.W * s.C;
-  scalar_t* ys = y + n * s.HWo * s.C;
-  acc_t w[9], taps[9];
-  load_weights(wgt, c, true, w);
+  acc_t w[9];
+  const TileThread<scalar_t, acc_t> t(x, wgt, s, w);
+  if (!t.active) return;  // no block-wide synchronisation in this kernel
+  scalar_t* ys = t.out_rows(y, s);
+  acc_t taps[9];
   acc_t rstd, scale, shift;
-  channel_bn(mean, var, gamma, beta, eps, c, rstd, scale, shift);
-  const acc_t sc = se_scale[n * s.C + c];
+  channel_bn(mean, var, gamma, beta, eps, t.c, rstd, scale, shift);
+  const acc_t sc = se_scale[t.n * s.C + t.c];
   const int64_t r_end = tile_end(s);
   for (int64_t r = tile_begin() + threadIdx.y; r < r_end; r += kRowLanes) {
-    const acc_t d = act_forward(act, bn_affine(dwconv_at(xs, w, c, s, r / s.Wo, r % s.Wo, taps), scale, shift));
-    ys[r * s.C + c] = static_cast<scalar_t>(d * sc);
+    const acc_t d = act_forward(act, bn_affine(t.z_at(s, r, taps), scale, shift));
+    ys[r * s.C + t.c] = static_cast<scalar_t>(d * sc);
   }
 }
 
@@ -251,25 +280,22 @@ __global__ void gs_partial_kernel(const scalar_t* __restrict__ x, const scalar_t
                                   const acc_t* __restrict__ beta, acc_t eps, int act, Shape s,
                                   acc_t* __restrict__ part_gs) {
   YY_SHARED_2D(acc_t, buf, kRowLanes, kChanPerBlock);
-  const int64_t c = blockIdx.x * (int64_t)kChanPerBlock + threadIdx.x;
-  const bool active = c < s.C;
-  const int64_t n = blockIdx.z;
-  const scalar_t* xs = x + n * s.H * s.W * s.C;
-  const scalar_t* gys = gy + n * s.HWo * s.C;
-  acc_t w[9], taps[9];
-  load_weights(wgt, c, active, w);
+  acc_t w[9];
+  const TileThread<scalar_t, acc_t> t(x, wgt, s, w);
+  const scalar_t* gys = t.out_rows(gy, s);
+  acc_t taps[9];
   acc_t sum = 0;
-  if (active) {
+  if (t.active) {
     acc_t rstd, scale, shift;
-    channel_bn(mean, var, gamma, beta, eps, c, rstd, scale, shift);
+    channel_bn(mean, var, gamma, beta, eps, t.c, rstd, scale, shift);
     const int64_t r_end = tile_end(s);
     for (int64_t r = tile_begin() + threadIdx.y; r < r_end; r += kRowLanes) {
-      const acc_t d = act_forward(act, bn_affine(dwconv_at(xs, w, c, s, r / s.Wo, r % s.Wo, taps), scale, shift));
-      sum += static_cast<acc_t>(gys[r * s.C + c]) * d;
+      const acc_t d = act_forward(act, bn_affine(t.z_at(s, r, taps), scale, shift));
+      sum += static_cast<acc_t>(gys[r * s.C + t.c]) * d;
     }
   }
   const acc_t total = block_sum_rows(sum, buf);
-  if (threadIdx.y == 0 && active) part_gs[(n * s.tiles + blockIdx.y) * s.C + c] = total;
+  if (threadIdx.y == 0 && t.active) part_gs[t.part(s) * s.C + t.c] = total;
 }
 
 // One block per sample: the SE backward. Recomputes h1, a1, h2, s from the saved pooled mean;
@@ -278,10 +304,10 @@ __global__ void gs_partial_kernel(const scalar_t* __restrict__ x, const scalar_t
 template <typename acc_t>
 __global__ void se_backward_kernel(const acc_t* __restrict__ part_gs, const acc_t* __restrict__ pooled,
                                    const acc_t* __restrict__ w1, const acc_t* __restrict__ b1,
-                                   const acc_t* __restrict__ w2, const acc_t* __restrict__ b2, int64_t C,
-                                   int64_t hid, int tiles, int act, int gate, acc_t* __restrict__ se_scale,
-                                   acc_t* __restrict__ gh2_out, acc_t* __restrict__ a1_out,
-                                   acc_t* __restrict__ gh1_out, acc_t* __restrict__ gp_out) {
+                                   const acc_t* __restrict__ w2, const acc_t* __restrict__ b2, int64_t C, int64_t hid,
+                                   int tiles, int act, int gate, acc_t* __restrict__ se_scale,
+                                   acc_t* __restrict__ gh2_out, acc_t* __restrict__ a1_out, acc_t* __restrict__ gh1_out,
+                                   acc_t* __restrict__ gp_out) {
   YY_DYNAMIC_SHARED(acc_t, p);  // C
   const auto gh2 = p + C;       // C
   const auto h1 = gh2 + C;      // hid
@@ -334,12 +360,12 @@ __global__ void se_backward_kernel(const acc_t* __restrict__ part_gs, const acc_
 
 // gu at one output element (the gradient at the BN output), recomputing z and u.
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t grad_u_at(const scalar_t* xs, const scalar_t* gys, const acc_t (&w)[9], int64_t c,
-                                           const Shape& s, int64_t r, acc_t scale, acc_t shift, acc_t sc, acc_t gp,
-                                           acc_t inv_hw, int act, acc_t& z, acc_t (&taps)[9]) {
-  z = dwconv_at(xs, w, c, s, r / s.Wo, r % s.Wo, taps);
+__device__ __forceinline__ acc_t grad_u_at(const TileThread<scalar_t, acc_t>& t, const scalar_t* gys, const Shape& s,
+                                           int64_t r, acc_t scale, acc_t shift, acc_t sc, acc_t gp, acc_t inv_hw,
+                                           int act, acc_t& z, acc_t (&taps)[9]) {
+  z = t.z_at(s, r, taps);
   const acc_t u = bn_affine(z, scale, shift);
-  const acc_t gd = span_grad_d(static_cast<acc_t>(gys[r * s.C + c]), sc, gp, inv_hw);
+  const acc_t gd = span_grad_d(static_cast<acc_t>(gys[r * s.C + t.c]), sc, gp, inv_hw);
   return gd * act_grad(act, u);
 }
 
@@ -352,37 +378,35 @@ __global__ void bn_partial_kernel(const scalar_t* __restrict__ x, const scalar_t
                                   const acc_t* __restrict__ se_scale, const acc_t* __restrict__ gp, Shape s,
                                   acc_t* __restrict__ part_gu, acc_t* __restrict__ part_guz) {
   YY_SHARED_2D(acc_t, buf, kRowLanes, kChanPerBlock);
-  const int64_t c = blockIdx.x * (int64_t)kChanPerBlock + threadIdx.x;
-  const bool active = c < s.C;
-  const int64_t n = blockIdx.z;
-  const scalar_t* xs = x + n * s.H * s.W * s.C;
-  const scalar_t* gys = gy + n * s.HWo * s.C;
-  acc_t w[9], taps[9];
-  load_weights(wgt, c, active, w);
+  acc_t w[9];
+  const TileThread<scalar_t, acc_t> t(x, wgt, s, w);
+  const scalar_t* gys = t.out_rows(gy, s);
+  acc_t taps[9];
   acc_t sum_gu = 0, sum_guz = 0;
-  if (active) {
+  if (t.active) {
     acc_t rstd, scale, shift;
-    channel_bn(mean, var, gamma, beta, eps, c, rstd, scale, shift);
-    const acc_t sc = se_scale[n * s.C + c], g = gp[n * s.C + c], inv_hw = acc_t(1) / static_cast<acc_t>(s.HWo);
-    const acc_t mu = mean[c];
+    channel_bn(mean, var, gamma, beta, eps, t.c, rstd, scale, shift);
+    const int64_t i = t.n * s.C + t.c;
+    const acc_t sc = se_scale[i], g = gp[i], inv_hw = acc_t(1) / static_cast<acc_t>(s.HWo);
+    const acc_t mu = mean[t.c];
     const int64_t r_end = tile_end(s);
     for (int64_t r = tile_begin() + threadIdx.y; r < r_end; r += kRowLanes) {
       acc_t z;
-      const acc_t gu = grad_u_at(xs, gys, w, c, s, r, scale, shift, sc, g, inv_hw, act, z, taps);
+      const acc_t gu = grad_u_at(t, gys, s, r, scale, shift, sc, g, inv_hw, act, z, taps);
       sum_gu += gu;
       sum_guz += gu * ((z - mu) * rstd);
     }
   }
   const acc_t t_gu = block_sum_rows(sum_gu, buf);
   const acc_t t_guz = block_sum_rows(sum_guz, buf);
-  if (threadIdx.y == 0 && active) {
-    const int64_t p = n * s.tiles + blockIdx.y;
-    part_gu[p * s.C + c] = t_gu;
-    part_guz[p * s.C + c] = t_guz;
+  if (threadIdx.y == 0 && t.active) {
+    const int64_t p = t.part(s);
+    part_gu[p * s.C + t.c] = t_gu;
+    part_guz[p * s.C + t.c] = t_guz;
   }
 }
 
-// One thread per channel: sum `rows` partials of `width` values each (fixed order, double).
+// One thread per value: sum `parts` partials of `width` values each (fixed order, double).
 template <typename acc_t>
 __global__ void sum_partials_kernel(const acc_t* __restrict__ part, int64_t parts, int64_t width,
                                     acc_t* __restrict__ out) {
@@ -404,36 +428,35 @@ __global__ void gz_gw_kernel(const scalar_t* __restrict__ x, const scalar_t* __r
                              const acc_t* __restrict__ gbeta, const acc_t* __restrict__ ggamma, Shape s,
                              acc_t* __restrict__ gz_out, acc_t* __restrict__ part_gw) {
   YY_SHARED_2D(acc_t, buf, kRowLanes, kChanPerBlock);
-  const int64_t c = blockIdx.x * (int64_t)kChanPerBlock + threadIdx.x;
-  const bool active = c < s.C;
-  const int64_t n = blockIdx.z;
-  const scalar_t* xs = x + n * s.H * s.W * s.C;
-  const scalar_t* gys = gy + n * s.HWo * s.C;
-  acc_t w[9], taps[9], gw[9];
-  load_weights(wgt, c, active, w);
+  acc_t w[9];
+  const TileThread<scalar_t, acc_t> t(x, wgt, s, w);
+  const scalar_t* gys = t.out_rows(gy, s);
+  acc_t* gzs = t.out_rows(gz_out, s);
+  acc_t taps[9], gw[9];
 #pragma unroll
-  for (int t = 0; t < 9; ++t) gw[t] = acc_t(0);
-  if (active) {
+  for (int k = 0; k < 9; ++k) gw[k] = acc_t(0);
+  if (t.active) {
     acc_t rstd, scale, shift;
-    channel_bn(mean, var, gamma, beta, eps, c, rstd, scale, shift);
-    const acc_t sc = se_scale[n * s.C + c], g = gp[n * s.C + c], inv_hw = acc_t(1) / static_cast<acc_t>(s.HWo);
+    channel_bn(mean, var, gamma, beta, eps, t.c, rstd, scale, shift);
+    const int64_t i = t.n * s.C + t.c;
+    const acc_t sc = se_scale[i], g = gp[i], inv_hw = acc_t(1) / static_cast<acc_t>(s.HWo);
     const acc_t count = static_cast<acc_t>(gridDim.z) * static_cast<acc_t>(s.HWo);
-    const acc_t mean_gu = gbeta[c] / count, mean_guz = ggamma[c] / count, mu = mean[c];
+    const acc_t mean_gu = gbeta[t.c] / count, mean_guz = ggamma[t.c] / count, mu = mean[t.c];
     const int64_t r_end = tile_end(s);
     for (int64_t r = tile_begin() + threadIdx.y; r < r_end; r += kRowLanes) {
       acc_t z;
-      const acc_t gu = grad_u_at(xs, gys, w, c, s, r, scale, shift, sc, g, inv_hw, act, z, taps);
+      const acc_t gu = grad_u_at(t, gys, s, r, scale, shift, sc, g, inv_hw, act, z, taps);
       const acc_t gz = bn_grad_input(gu, (z - mu) * rstd, scale, mean_gu, mean_guz, training);
-      gz_out[(n * s.HWo + r) * s.C + c] = gz;
+      gzs[r * s.C + t.c] = gz;
 #pragma unroll
-      for (int t = 0; t < 9; ++t) gw[t] += gz * taps[t];
+      for (int k = 0; k < 9; ++k) gw[k] += gz * taps[k];
     }
   }
-  const int64_t p = n * s.tiles + blockIdx.y;
+  const int64_t p = t.part(s);
 #pragma unroll
-  for (int t = 0; t < 9; ++t) {
-    const acc_t total = block_sum_rows(gw[t], buf);
-    if (threadIdx.y == 0 && active) part_gw[(p * 9 + t) * s.C + c] = total;
+  for (int k = 0; k < 9; ++k) {
+    const acc_t total = block_sum_rows(gw[k], buf);
+    if (threadIdx.y == 0 && t.active) part_gw[(p * 9 + k) * s.C + t.c] = total;
   }
 }
 

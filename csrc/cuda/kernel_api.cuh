@@ -17,7 +17,7 @@
 // A static __shared__ T name[R][C].
 #define YY_SHARED_2D(T, name, R, C) __shared__ T name[R][C]
 // The launch's dynamic shared memory as T* name.
-#define YY_DYNAMIC_SHARED(T, name)                \
+#define YY_DYNAMIC_SHARED(T, name)               \
   extern __shared__ unsigned char yy_dyn_smem[]; \
   T* name = reinterpret_cast<T*>(yy_dyn_smem)
 
@@ -36,8 +36,8 @@ inline void launch_kernel(const char* /*name*/, void (*kernel)(P...), dim3 grid,
 
 #elif defined(YY_CUDA_EMU)
 
-#define YY_SHARED_2D(T, name, R, C)   \
-  static char name##_emu_key; \
+#define YY_SHARED_2D(T, name, R, C) \
+  static char name##_emu_key;       \
   const auto name = ::cuda_emu::shared_2d<T, R, C>(&name##_emu_key, #name)
 #define YY_DYNAMIC_SHARED(T, name) const auto name = ::cuda_emu::dynamic_shared<T>(#name)
 

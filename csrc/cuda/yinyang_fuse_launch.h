@@ -9,18 +9,11 @@
 
 #include <tuple>
 
+#include "../yinyang_fuse_host.h"
 #include "yinyang_fuse_kernels.cuh"
 
 namespace yyfast {
 namespace {
-
-void check_pair(const at::Tensor& a, const at::Tensor& i, const char* name) {
-  TORCH_CHECK(a.sizes() == i.sizes(), "yinyang_fuse: ", name, " must have the shape of a ", a.sizes(), ", got ",
-              i.sizes());
-  TORCH_CHECK(a.scalar_type() == i.scalar_type(), "yinyang_fuse: ", name, " must have the dtype of a");
-  TORCH_CHECK(i.device().type() == YY_KERNEL_DEVICE && i.device() == a.device(), "yinyang_fuse: ", name, " is on ",
-              i.device(), " but a is on ", a.device());
-}
 
 int grid_for(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
@@ -28,7 +21,7 @@ int grid_for(int64_t n, int threads) {
 }
 
 at::Tensor fuse_cuda(const at::Tensor& a_in, const at::Tensor& i_in, double c1, double c2, double c3) {
-  check_pair(a_in, i_in, "i");
+  check_fuse_pair(a_in, i_in, "i", YY_KERNEL_DEVICE);
   YY_DEVICE_GUARD(a_in);
   const auto fmt = a_in.suggest_memory_format();
   at::Tensor a = a_in.contiguous(fmt), i = i_in.contiguous(fmt);
@@ -38,16 +31,16 @@ at::Tensor fuse_cuda(const at::Tensor& a_in, const at::Tensor& i_in, double c1, 
   const kernel_stream_t stream = YY_CURRENT_STREAM();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "yinyang_fuse_cuda", [&] {
     launch_kernel("fuse_forward_kernel", fuse_forward_kernel<scalar_t, at::opmath_type<scalar_t>>, grid_for(n, 256),
-        256, 0, stream, a.const_data_ptr<scalar_t>(), i.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n,
-        c1, c2, c3);
+                  256, 0, stream, a.const_data_ptr<scalar_t>(), i.const_data_ptr<scalar_t>(),
+                  out.mutable_data_ptr<scalar_t>(), n, c1, c2, c3);
   });
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> fuse_backward_cuda(const at::Tensor& g_in, const at::Tensor& a_in,
                                                       const at::Tensor& i_in, double c1, double c2, double c3) {
-  check_pair(a_in, i_in, "i");
-  check_pair(a_in, g_in, "grad");
+  check_fuse_pair(a_in, i_in, "i", YY_KERNEL_DEVICE);
+  check_fuse_pair(a_in, g_in, "grad", YY_KERNEL_DEVICE);
   YY_DEVICE_GUARD(a_in);
   const auto fmt = a_in.suggest_memory_format();
   at::Tensor a = a_in.contiguous(fmt), i = i_in.contiguous(fmt), g = g_in.contiguous(fmt);
@@ -57,8 +50,9 @@ std::tuple<at::Tensor, at::Tensor> fuse_backward_cuda(const at::Tensor& g_in, co
   const kernel_stream_t stream = YY_CURRENT_STREAM();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "yinyang_fuse_backward_cuda", [&] {
     launch_kernel("fuse_backward_kernel", fuse_backward_kernel<scalar_t, at::opmath_type<scalar_t>>, grid_for(n, 256),
-        256, 0, stream, g.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(), i.const_data_ptr<scalar_t>(),
-        ga.mutable_data_ptr<scalar_t>(), gi.mutable_data_ptr<scalar_t>(), n, c1, c2, c3);
+                  256, 0, stream, g.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
+                  i.const_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(), gi.mutable_data_ptr<scalar_t>(), n, c1,
+                  c2, c3);
   });
   return {ga, gi};
 }

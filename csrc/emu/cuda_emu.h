@@ -145,8 +145,10 @@ class Block {
     Warp& w = warps_[tid / kWarpSize];
     if (w.arrived > 0 && (w.mask >> (tid % kWarpSize) & 1u)) {
       failed_ = true;
-      error_ = "lane " + std::to_string(tid % kWarpSize) + " exited while other lanes of its mask wait in a "
-               "__shfl_*_sync (thread " + dims(threadIdx) + " of block " + dims(blockIdx) + ")";
+      error_ = "lane " + std::to_string(tid % kWarpSize) +
+               " exited while other lanes of its mask wait in a "
+               "__shfl_*_sync (thread " +
+               dims(threadIdx) + " of block " + dims(blockIdx) + ")";
       cv_.notify_all();
       return;
     }
@@ -250,8 +252,8 @@ class Block {
         fail_locked(std::string("read of uninitialised shared memory '") + name + "' at byte " + std::to_string(b) +
                     " (no thread of the block has written it)");
       if (m.write_epoch == epoch_ && m.writer != static_cast<int>(tid))
-        fail_locked(std::string("shared-memory race on '") + name + "' at byte " + std::to_string(b) +
-                    ": thread " + std::to_string(tid) + " reads what thread " + std::to_string(m.writer) +
+        fail_locked(std::string("shared-memory race on '") + name + "' at byte " + std::to_string(b) + ": thread " +
+                    std::to_string(tid) + " reads what thread " + std::to_string(m.writer) +
                     " wrote with no __syncthreads in between");
       if (m.read_epoch != epoch_) {
         m.read_epoch = static_cast<int64_t>(epoch_);
@@ -272,12 +274,12 @@ class Block {
     for (size_t b = off; b < off + sizeof(T); ++b) {
       Meta& m = meta_[b];
       if (m.write_epoch == epoch_ && m.writer != static_cast<int>(tid))
-        fail_locked(std::string("shared-memory race on '") + name + "' at byte " + std::to_string(b) +
-                    ": threads " + std::to_string(m.writer) + " and " + std::to_string(tid) +
+        fail_locked(std::string("shared-memory race on '") + name + "' at byte " + std::to_string(b) + ": threads " +
+                    std::to_string(m.writer) + " and " + std::to_string(tid) +
                     " both write it with no __syncthreads in between");
       if (m.read_epoch == epoch_ && m.reader != static_cast<int>(tid))
-        fail_locked(std::string("shared-memory race on '") + name + "' at byte " + std::to_string(b) +
-                    ": thread " + std::to_string(tid) + " writes what " +
+        fail_locked(std::string("shared-memory race on '") + name + "' at byte " + std::to_string(b) + ": thread " +
+                    std::to_string(tid) + " writes what " +
                     (m.reader == kManyReaders ? std::string("other threads") : "thread " + std::to_string(m.reader)) +
                     " read with no __syncthreads in between");
       m.write_epoch = static_cast<int64_t>(epoch_);
@@ -368,9 +370,9 @@ struct SharedRef {
 // A pointer into the block's shared memory: the region [base, base + extent elements) it may reach.
 template <typename T>
 struct SharedPtr {
-  size_t base;       // byte offset of the region
-  int64_t extent;    // elements in the region
-  int64_t index;     // this pointer's element offset inside the region
+  size_t base;     // byte offset of the region
+  int64_t extent;  // elements in the region
+  int64_t index;   // this pointer's element offset inside the region
   const char* name;
   SharedRef<T> operator[](int64_t i) const {
     const int64_t k = index + i;
@@ -480,8 +482,7 @@ inline Block& running_block() {
 
 // Runs kernel(args...) over the grid, block by block; throws Error on the first failed check.
 template <typename... P, typename... A>
-void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block_dim, size_t smem, stream_t,
-            A&&... args) {
+void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block_dim, size_t smem, stream_t, A&&... args) {
   check_launch(name, grid, block_dim, smem);
   std::tuple<std::decay_t<P>...> params(static_cast<P>(std::forward<A>(args))...);
   const unsigned nthreads = block_dim.x * block_dim.y * block_dim.z;
@@ -521,8 +522,8 @@ inline void __syncthreads() { cuda_emu::block().syncthreads(); }
 
 template <typename T>
 T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-  return cuda_emu::block().shuffle(cuda_emu::tl_tid, mask, v,
-                                   [=](int lane) { return (lane / width) * width + (src % width); }, "__shfl_sync");
+  return cuda_emu::block().shuffle(
+      cuda_emu::tl_tid, mask, v, [=](int lane) { return (lane / width) * width + (src % width); }, "__shfl_sync");
 }
 template <typename T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {

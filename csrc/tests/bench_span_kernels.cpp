@@ -82,7 +82,8 @@ static int check() {
             pnum += (psum[k] - pr[k]) * (psum[k] - pr[k]);
             pden += pr[k] * pr[k];
           }
-          const double err = std::sqrt(num / std::max(den, 1e-300)), perr = epi ? std::sqrt(pnum / std::max(pden, 1e-300)) : 0;
+          const double err = std::sqrt(num / std::max(den, 1e-300)),
+                       perr = epi ? std::sqrt(pnum / std::max(pden, 1e-300)) : 0;
           if (!(err < 1e-5) || !(perr < 1e-5)) {
             std::printf("FAIL %s C=%lld H=%lld W=%lld s%d mode %d: relative error z %.3g, pool %.3g\n", isa,
                         (long long)g.c, (long long)g.h, (long long)g.w, stride, mode, err, perr);
@@ -113,12 +114,12 @@ static void bench(int64_t c, int64_t h, int64_t w) {
       for (int rep = 0; rep < 5; ++rep) {
         const auto t0 = std::chrono::steady_clock::now();
         for (int64_t n = 0; n < samples; ++n)
-          K->conv(x.data() + n * h * w * c, wt.data(), mode ? sc.data() : nullptr, sh.data(),
-                  mode == 2 ? kSilu : kGelu, z.data(), ps.data(), g);
+          K->conv(x.data() + n * h * w * c, wt.data(), mode ? sc.data() : nullptr, sh.data(), mode == 2 ? kSilu : kGelu,
+                  z.data(), ps.data(), g);
         best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
-      std::printf("%-9s %-10s C=%lld %lldx%lld: %.2f ns an output element (best of 5, one thread)\n", isa,
-                  names[mode], (long long)c, (long long)h, (long long)w, best * 1e9 / double(samples * h * w * c));
+      std::printf("%-9s %-10s C=%lld %lldx%lld: %.2f ns an output element (best of 5, one thread)\n", isa, names[mode],
+                  (long long)c, (long long)h, (long long)w, best * 1e9 / double(samples * h * w * c));
     }
   }
 }

@@ -16,8 +16,8 @@ __global__ void yyfast_math_device_kernel(const T* in, T* out, int n) {
   out[k] = act_forward(kGelu, v) + act_grad(kSilu, v) + gate_forward(kHardSigmoid, v) + gate_grad(kSigmoid, v) +
            bn_affine(v, bn_scale(bn_rstd(v * v, T(1e-5)), T(2)), bn_shift(T(0.1), T(2), T(0.3))) +
            bn_grad_input(v, v, T(0.5), T(0.1), T(0.2), true) + span_grad_d(v, v, v, T(0.25)) +
-           fuse_forward(v, v, T(1), T(2), T(3)) + fuse_grad_a(v, v, T(1), T(2)) + fuse_grad_i(v, v, T(1), T(3)) +
-           m2 + T(conv3x3_out_size(7, 2));
+           fuse_forward(v, v, T(1), T(2), T(3)) + fuse_grad_a(v, v, T(1), T(2)) + fuse_grad_i(v, v, T(1), T(3)) + m2 +
+           T(conv3x3_out_size(7, 2));
 }
 
 template __global__ void yyfast_math_device_kernel<float>(const float*, float*, int);

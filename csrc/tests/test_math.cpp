@@ -102,8 +102,8 @@ int main() {
     expect_close("gelu_grad == d gelu", gelu_grad(v), central_diff([](double t) { return gelu(t); }, v), 1e-8);
     expect_close("silu(v) == v/(1+e^-v)", silu(v), v / (1 + std::exp(-v)), 1e-15);
     expect_close("silu_grad == d silu", silu_grad(v), central_diff([](double t) { return silu(t); }, v), 1e-8);
-    expect_close("sigmoid_grad == d sigmoid", sigmoid_grad(v),
-                 central_diff([](double t) { return sigmoid(t); }, v), 1e-8);
+    expect_close("sigmoid_grad == d sigmoid", sigmoid_grad(v), central_diff([](double t) { return sigmoid(t); }, v),
+                 1e-8);
     expect_close("hardsigmoid == clamp(v/6+1/2)", hardsigmoid(v), std::fmin(1.0, std::fmax(0.0, v / 6 + 0.5)), 1e-15);
     if (std::fabs(std::fabs(v) - 3.0) > 1e-3)  // away from the kinks
       expect_close("hardsigmoid_grad == d hardsigmoid", hardsigmoid_grad(v),
@@ -165,8 +165,8 @@ int main() {
       zp[k] += 1e-6;
       zm[k] -= 1e-6;
       const double fd = (loss(zp) - loss(zm)) / 2e-6;
-      expect_close("bn_grad_input(training) == d loss/dz", bn_grad_input(g[k], (z[k] - mu) * rstd, scale, sg / m,
-                                                                           sgz / m, true), fd, 1e-6);
+      expect_close("bn_grad_input(training) == d loss/dz",
+                   bn_grad_input(g[k], (z[k] - mu) * rstd, scale, sg / m, sgz / m, true), fd, 1e-6);
     }
     expect_close("bn_grad_input(eval)", bn_grad_input(0.3, 0.1, scale, 9.0, 9.0, false), 0.3 * scale, 1e-15);
   }

@@ -94,11 +94,11 @@ bool run_span(int64_t N, int64_t C, int64_t H, int64_t W, int stride, bool train
   }
   launch_kernel("pool_partial_kernel", pool_partial_kernel<T, T>, grid, block, 0, stream, x.data(), w.data(),
                 mean.data(), var.data(), gamma.data(), beta.data(), eps, act, s, part_pool.data());
-  launch_kernel("se_forward_kernel", se_forward_kernel<T>, static_cast<unsigned>(N), kSeThreads,
-                (C + hid) * sizeof(T), stream, part_pool.data(), w1.data(), b1.data(), w2.data(), b2.data(), C, hid,
-                s.tiles, inv_hw, act, gate, pooled.data(), se_scale.data());
-  launch_kernel("apply_kernel", apply_kernel<T, T>, grid, block, 0, stream, x.data(), w.data(), mean.data(),
-                var.data(), gamma.data(), beta.data(), eps, act, se_scale.data(), s, y.data());
+  launch_kernel("se_forward_kernel", se_forward_kernel<T>, static_cast<unsigned>(N), kSeThreads, (C + hid) * sizeof(T),
+                stream, part_pool.data(), w1.data(), b1.data(), w2.data(), b2.data(), C, hid, s.tiles, inv_hw, act,
+                gate, pooled.data(), se_scale.data());
+  launch_kernel("apply_kernel", apply_kernel<T, T>, grid, block, 0, stream, x.data(), w.data(), mean.data(), var.data(),
+                gamma.data(), beta.data(), eps, act, se_scale.data(), s, y.data());
 
   // backward (backward_cuda)
   auto part = empty<T>(parts * C), part2 = empty<T>(parts * C), part_gw = empty<T>(parts * 9 * C);
@@ -115,22 +115,21 @@ bool run_span(int64_t N, int64_t C, int64_t H, int64_t W, int stride, bool train
                 part.data(), part2.data());
   launch_kernel("sum_partials_kernel", sum_partials_kernel<T>, fin_blocks, fin_threads, 0, stream, part.data(), parts,
                 C, gbeta.data());
-  launch_kernel("sum_partials_kernel", sum_partials_kernel<T>, fin_blocks, fin_threads, 0, stream, part2.data(),
-                parts, C, ggamma.data());
-  launch_kernel("gz_gw_kernel", gz_gw_kernel<T, T>, grid, block, 0, stream, x.data(), gy.data(), w.data(),
-                mean.data(), var.data(), gamma.data(), beta.data(), eps, act, training, se_scale.data(), gp.data(),
-                gbeta.data(), ggamma.data(), s, gz.data(), part_gw.data());
+  launch_kernel("sum_partials_kernel", sum_partials_kernel<T>, fin_blocks, fin_threads, 0, stream, part2.data(), parts,
+                C, ggamma.data());
+  launch_kernel("gz_gw_kernel", gz_gw_kernel<T, T>, grid, block, 0, stream, x.data(), gy.data(), w.data(), mean.data(),
+                var.data(), gamma.data(), beta.data(), eps, act, training, se_scale.data(), gp.data(), gbeta.data(),
+                ggamma.data(), s, gz.data(), part_gw.data());
   const unsigned gw_blocks = static_cast<unsigned>((9 * C + fin_threads - 1) / fin_threads);
-  launch_kernel("sum_partials_kernel", sum_partials_kernel<T>, gw_blocks, fin_threads, 0, stream, part_gw.data(),
-                parts, 9 * C, gw_t.data());
+  launch_kernel("sum_partials_kernel", sum_partials_kernel<T>, gw_blocks, fin_threads, 0, stream, part_gw.data(), parts,
+                9 * C, gw_t.data());
   const int64_t total = N * H * W * C;
   const int64_t gx_blocks = std::min<int64_t>((total + 255) / 256, int64_t(65535) * 8);
-  launch_kernel("gx_kernel", gx_kernel<T, T>, static_cast<unsigned>(gx_blocks), 256, 0, stream, gz.data(), w.data(),
-                s, total, gx.data());
+  launch_kernel("gx_kernel", gx_kernel<T, T>, static_cast<unsigned>(gx_blocks), 256, 0, stream, gz.data(), w.data(), s,
+                total, gx.data());
 
   return all_finite(y, "y") && all_finite(pooled, "pooled") && all_finite(gx, "gx") && all_finite(gw_t, "gw") &&
-         all_finite(gbeta, "gbeta") && all_finite(ggamma, "ggamma") && all_finite(gh1, "gh1") &&
-         all_finite(gp, "gp");
+         all_finite(gbeta, "gbeta") && all_finite(ggamma, "ggamma") && all_finite(gh1, "gh1") && all_finite(gp, "gp");
 }
 
 template <typename T>
