@@ -1,9 +1,10 @@
 """The package's imports flow one way: each module imports only from its own layer or the layers below.
 
 ``LAYERS`` is the declared order, bottom first, as data; a module belongs to the layer of the
-longest dotted prefix of its name listed there, and every module must have one. Every ``import`` and ``from ... import`` statement in
-``yyfast/`` and ``kernels/`` (installed as ``yyfast.kernels``) is read with ``ast``, including
-those inside functions: an import deferred to call time is still a dependency.
+longest dotted prefix of its name listed there, and every module must have one. Every ``import``
+and ``from ... import`` statement in ``yyfast/`` and ``kernels/`` (installed as ``yyfast.kernels``)
+is read with ``ast``, including those inside functions: an import deferred to call time is still a
+dependency.
 """
 from __future__ import annotations
 
