@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     # names and tables that depend on nothing of yyfast. The version string is set first in
     # yyfast/__init__.py, before that file imports anything, so reading it depends on nothing.
-    ("config", ("yyfast.config", "yyfast.activations", "yyfast.cli_help", "yyfast.__version__")),
+    ("config", ("yyfast.config", "yyfast._version", "yyfast.activations", "yyfast.cli_help", "yyfast.__version__")),
     # the pure-PyTorch network and the interface mixins it inherits (see yyfast/reference_model.py)
     ("reference", ("yyfast.reference_model", "yyfast.timm_interface", "yyfast.hub")),
     ("kernels", ("yyfast.kernels",)),
