@@ -37,7 +37,8 @@ def _self_test() -> Optional[str]:
                 out = _conv_act_mkldnn(conv, x, act)
                 ref_add = conv(x) + ref
                 out_add = _conv_add_mkldnn(conv, x, ref)
-            for a, b in ((out, ref), (out_add, ref_add)):
+                out_plain = _conv_mkldnn(conv, x)
+            for a, b in ((out, ref), (out_add, ref_add), (out_plain, conv(x))):
                 if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
                     return "oneDNN's fused convolution disagrees with the unfused one on this machine"
     except Exception as exc:  # missing op, no oneDNN, unsupported CPU
@@ -74,6 +75,10 @@ def _conv_act_mkldnn(conv: nn.Conv2d, x: torch.Tensor, act: str, weight=None, bi
                                                    algorithm)
 
 
+def _conv_mkldnn(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, *_conv_args(conv), "none", [], "")
+
+
 def _conv_add_mkldnn(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
     return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *_weights(conv, weight, bias), *_conv_args(conv),
                                                           "add", None, None, [], None)
@@ -93,6 +98,15 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, activation, weight: Opt
     if usable(x):
         return _conv_act_mkldnn(conv, x, act, weight, bias)
     return activation(act, _plain_conv(conv, x, weight, bias), True)
+
+
+def run_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, through oneDNN where usable. For the 1x1 shortcut convolutions at batch < 16 eager
+    PyTorch takes its own path instead (``_slow_conv2d_forward``: a bias copy into the output, then a
+    GEMM); the shortcuts of the stride-2 blocks and the stems go this way instead."""
+    if usable(x):
+        return _conv_mkldnn(conv, x)
+    return conv(x)
 
 
 def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight: Optional[torch.Tensor] = None,

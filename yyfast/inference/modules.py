@@ -63,6 +63,17 @@ def _conv(weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int = 1, p
     return conv
 
 
+def shortcut_fast(shortcut: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A block's shortcut in the fast graph: its 1x1 convolution (after the stride-2 max pool) through
+    ``cpu_fusion.run_conv``; ``Identity`` returns ``x`` itself (the caller adds it, never writes it)."""
+    if isinstance(shortcut, nn.Identity):
+        return x
+    if isinstance(shortcut, nn.Sequential):  # MaxPool2d(3, 2, 1) -> Conv2d 1x1
+        pool, conv = shortcut
+        return cpu_fusion.run_conv(conv, pool(x))
+    return cpu_fusion.run_conv(shortcut, x)
+
+
 class FoldedResidual(nn.Module):
     def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d, shortcut: nn.Module, act: str):
         super().__init__()
@@ -71,7 +82,7 @@ class FoldedResidual(nn.Module):
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if inplace:  # the fast graph: oneDNN post-ops on the CPU, in-place ops elsewhere
             main = cpu_fusion.conv_act(self.conv1, x, self.act, activation)
-            return activation(self.act, cpu_fusion.conv_add(self.conv2, main, self.shortcut(x)), True)
+            return activation(self.act, cpu_fusion.conv_add(self.conv2, main, shortcut_fast(self.shortcut, x)), True)
         main = self.conv2(activation(self.act, self.conv1(x), False))
         return activation(self.act, main + self.shortcut(x), False)
 
@@ -136,8 +147,7 @@ class FoldedMBConv(nn.Module):
         ``span_backend`` the concrete backend it resolves to, which picks the code path here."""
         if inplace and span_backend == "cuda" and block_plan.usable(x):
             # the whole block in one C++ call (the C++ backend on a float32 CPU tensor): no expanded tensors
-            residual = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(x)
-            return block_plan.run_block(self, x, residual)
+            return block_plan.run_block(self, x, shortcut_fast(self.shortcut, x))
         h = cpu_fusion.conv_act(self.expand, x, self.act, activation) if inplace else \
             activation(self.act, self.expand(x), False)
         if span_backend != "plain":
@@ -147,7 +157,7 @@ class FoldedMBConv(nn.Module):
             out = self._project_scaled(d, self.span.se_scale(d))
         else:
             out = self.project(self.span(h, inplace))
-        return out.add_(self.shortcut(x)) if inplace else out + self.shortcut(x)
+        return out.add_(shortcut_fast(self.shortcut, x)) if inplace else out + self.shortcut(x)
 
 
 class InferenceYYNet(TimmInfo, nn.Module):
