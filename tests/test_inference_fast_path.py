@@ -49,3 +49,20 @@ def test_fast_graph_awkward_shapes_match_float64(options, batch, height, width, 
     ref = float64_reference(model, x)
     for _ in range(2):  # a second call reuses whatever the first one cached
         assert rel_err(fast(x), ref) < 1e-5
+
+
+def test_block_hooks_still_fire_and_blocks_with_hooks_agree():
+    """The fast graph calls the blocks' oneDNN paths directly (no nn.Module call machinery); a block
+    with a forward hook goes through its module call instead, with the same result."""
+    fast = optimize_for_inference(_model({}))
+    x = torch.randn(2, 3, 32, 32)
+    plain = fast(x)
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, i, o: seen.append(type(m).__name__)) for b in fast.yin]
+    try:
+        hooked = fast(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == [type(b).__name__ for b in fast.yin]
+    assert rel_err(hooked, plain) < 1e-6
