@@ -16,7 +16,9 @@ Implementations (rows appear as the pieces exist; a missing one is listed under 
 
 Training step = forward, cross-entropy, backward, AdamW step (``set_to_none`` zero-grad).
 Inference = eval mode under ``torch.no_grad``. Inputs are channels_last; dtypes fp32 and (on a
-GPU) bf16 autocast. Each row: median ms per step, images/s, peak memory, and the speedup over
+GPU) bf16 autocast. On the CPU the uncompiled eval rows of one batch are timed round-robin (each
+round calls every implementation once; medians over rounds), so a load spike on a shared machine
+hits them alike and their ratios hold. Each row: median ms per step, images/s, peak memory, and the speedup over
 ``eager`` at the same mode, dtype and batch. See ``bench/common.py`` for how time and memory are
 measured. On the CPU the compiled rows are opt-in (``--impls``): inductor needs minutes here.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -327,15 +330,16 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
     results: List[Result] = []
     started = time.perf_counter()
     todo = configurations(cfg, impls, device)
-    bar = tqdm(todo, desc="throughput", unit="config", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(todo), desc="throughput", unit="config", disable=not progress, file=sys.stderr)
     current: List[str] = []  # the configuration being measured, for the message if a timeout stops it
     with common.sigterm_raises():
         try:
-            _measure(bar, cfg, device, head, results, skipped, json_path, started, current)
+            _measure(todo, bar, cfg, device, head, results, skipped, json_path, started, current)
         except common.Terminated:
             skipped.append(common.Skipped(f"{current[-1] if current else 'start'} and every later configuration",
                                           f"interrupted by SIGTERM (a timeout) after "
                                           f"{time.perf_counter() - started:.0f} s"))
+    bar.close()
     goals = compute_goals(results, device, cfg.model)
     extra = {"goals": [asdict(g) for g in goals], "wall_s": round(time.perf_counter() - started, 1)}
     common.write_json(json_path, head, results, skipped, extra)
@@ -348,36 +352,98 @@ def run(cfg: Config, json_path: Optional[str] = None, md_path: Optional[str] = N
     return doc
 
 
-def _measure(bar, cfg: Config, device: torch.device, head: dict, results: List[Result],
-             skipped: List[common.Skipped], json_path: Optional[str], started: float, current: List[str]) -> None:
-    """Time every configuration of ``bar``; results and skips are appended as they happen."""
+def interleaved_groups(todo: List[Tuple[Impl, str, str, int]], device: torch.device
+                       ) -> List[List[Tuple[Impl, str, str, int]]]:
+    """``todo`` cut into groups timed together: on the CPU, the uncompiled eval rows of one dtype and
+    batch form one group (timed round-robin, so their ratios, e.g. optimized vs onnxruntime, are side
+    by side in time on a shared machine); every other configuration is a group of its own."""
+    groups: List[List[Tuple[Impl, str, str, int]]] = []
+    for conf in todo:
+        impl, mode, dtype, batch = conf
+        joinable = device.type == "cpu" and mode == "eval" and not impl.compiled
+        last = groups[-1][-1] if groups else None
+        if joinable and last is not None and not last[0].compiled and last[1:] == (mode, dtype, batch):
+            groups[-1].append(conf)
+        else:
+            groups.append([conf])
+    return groups
+
+
+def time_round_robin(fns: List[Callable[[], object]], device: torch.device, warmup: int, reps: int,
+                     budget_s: Optional[float] = None) -> List[common.Timing]:
+    """``common.time_fn`` for several functions at once, interleaved: every round calls each function
+    once in turn (warm-up rounds first, untimed), and each gets the median of its rounds. A load
+    spike from another process then hits every implementation alike instead of one of them.
+    ``budget_s`` is per function: rounds stop once ``budget_s * len(fns)`` seconds have passed
+    (at least one round is always timed)."""
+    if len(fns) == 1:
+        return [common.time_fn(fns[0], device, warmup, reps, budget_s)]
+    if warmup < 0 or reps < 1:
+        raise ValueError(f"warmup={warmup} and reps={reps} must be >= 0 and >= 1")
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: List[List[float]] = [[] for _ in fns]
+    start_wall = time.perf_counter()
+    for _ in range(reps):
+        for fn, out in zip(fns, times):
+            common.sync(device)
+            t0 = time.perf_counter()
+            fn()
+            common.sync(device)
+            out.append((time.perf_counter() - t0) * 1e3)
+        if budget_s is not None and time.perf_counter() - start_wall > budget_s * len(fns):
+            break
+    return [common.Timing(ms=statistics.median(t), reps=len(t), peak_mem_mb=None, min_ms=min(t)) for t in times]
+
+
+def _measure(todo: List[Tuple[Impl, str, str, int]], bar, cfg: Config, device: torch.device, head: dict,
+             results: List[Result], skipped: List[common.Skipped], json_path: Optional[str], started: float,
+             current: List[str]) -> None:
+    """Time every configuration of ``todo`` (a group at a time, see ``interleaved_groups``); results and
+    skips are appended as they happen."""
     eager_ms = {}
-    for impl, mode, dtype, batch in bar:
-        what = f"{impl.name} {mode} {dtype} b{batch}"
-        current.append(what)
-        bar.set_postfix_str(what)
+    for group in interleaved_groups(todo, device):
+        names = [f"{impl.name} {mode} {dtype} b{batch}" for impl, mode, dtype, batch in group]
+        current.append(" + ".join(names))
+        bar.set_postfix_str(current[-1])
         if cfg.deadline_s is not None and time.perf_counter() - started > cfg.deadline_s:
-            skipped.append(common.Skipped(what, f"--deadline-s {cfg.deadline_s:g} s reached before this configuration"))
+            skipped += [common.Skipped(what, f"--deadline-s {cfg.deadline_s:g} s reached before this configuration")
+                        for what in names]
+            bar.update(len(group))
             continue
+        confs, steps = [], []  # the configurations that build, and their steps
         try:
-            step = build_step(impl, cfg, mode, dtype, batch, device)
-            timing = common.time_fn(step, device, cfg.warmup, cfg.reps, cfg.budget_s)
-        except Exception as exc:  # a missing kernel, an unsupported option, out of memory: report, go on
-            skipped.append(common.Skipped(what, common.short_error(exc)))
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
+            for conf, what in zip(group, names):
+                try:
+                    steps.append(build_step(conf[0], cfg, conf[1], conf[2], conf[3], device))
+                    confs.append(conf)
+                except Exception as exc:  # a missing kernel, an unsupported option: report, go on
+                    skipped.append(common.Skipped(what, common.short_error(exc)))
+            timings = []
+            if steps:
+                try:
+                    timings = time_round_robin(steps, device, cfg.warmup, cfg.reps, cfg.budget_s)
+                except Exception as exc:  # out of memory, a kernel failing at run time: report, go on
+                    skipped += [common.Skipped(f"{i.name} {m} {d} b{b}", common.short_error(exc))
+                                for i, m, d, b in confs]
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
         finally:
-            step = None
-            if impl.compiled:
+            steps = None
+            if any(impl.compiled for impl, *_ in group):
                 torch._dynamo.reset()
-        if impl.name == "eager":
-            eager_ms[(mode, dtype, batch)] = timing.ms
-        base = eager_ms.get((mode, dtype, batch))
-        results.append(Result(impl.name, mode, dtype, batch, common.sig(timing.ms), common.sig(batch / timing.ms * 1e3),
-                              None if timing.peak_mem_mb is None else round(timing.peak_mem_mb, 1),
-                              None if base is None else round(base / timing.ms, 3), timing.reps,
-                              common.sig(timing.min_ms)))
+        bar.update(len(group))
+        for (impl, mode, dtype, batch), timing in zip(confs, timings):
+            if impl.name == "eager":
+                eager_ms[(mode, dtype, batch)] = timing.ms
+        for (impl, mode, dtype, batch), timing in zip(confs, timings):
+            base = eager_ms.get((mode, dtype, batch))
+            results.append(Result(impl.name, mode, dtype, batch, common.sig(timing.ms),
+                                  common.sig(batch / timing.ms * 1e3),
+                                  None if timing.peak_mem_mb is None else round(timing.peak_mem_mb, 1),
+                                  None if base is None else round(base / timing.ms, 3), timing.reps,
+                                  common.sig(timing.min_ms)))
         common.write_json(json_path, head, results, skipped)
 
 

@@ -188,3 +188,30 @@ def test_cpu_defaults_and_goals_compare_optimized_with_onnxruntime():
     # a run without the onnxruntime rows says so instead of inventing a ratio
     goals = throughput.compute_goals(results[1::2], throughput.torch.device("cpu"), "yynet_small_64")
     assert all(g.measured is None and "not measured" in g.note for g in goals if "onnxruntime" in g.name)
+
+
+def test_cpu_eval_rows_are_timed_round_robin(monkeypatch):
+    """The CPU eval rows of one batch alternate call by call (a back-to-back order fails), each gets
+    its own median, and training rows stay on their own."""
+    calls = []
+    impls = [throughput.Impl("eager", "eager", "reference"),
+             throughput.Impl("optimized", "optimized", "auto", optimized=True),
+             throughput.Impl("onnxruntime", "onnxruntime", "reference", onnx=True)]
+    monkeypatch.setattr(throughput, "list_impls", lambda cfg, device, skipped: impls)
+
+    def fake_step(impl, cfg, mode, dtype, batch, device):
+        return lambda: calls.append((impl.name, mode, batch))
+    monkeypatch.setattr(throughput, "build_step", fake_step)
+    cfg = throughput.Config(device="cpu", train_batches=[4], eval_batches=[1, 2], dtypes=["fp32"],
+                            impls=["eager", "optimized", "onnxruntime"], warmup=1, reps=3, budget_s=None)
+    doc = throughput.run(cfg, progress=False)
+    names = [c[0] for c in calls]
+    evals = [c for c in calls if c[1] == "eval"]
+    for batch in (1, 2):
+        order = [name for name, _, b in evals if b == batch]
+        # one warm-up round and three timed rounds, each calling every implementation once in turn
+        assert order == ["eager", "optimized", "onnxruntime"] * 4, order
+    assert names[:4] == ["eager"] * 4  # training: eager alone (warm-up + 3 reps), not interleaved
+    rows = {(r["impl"], r["mode"], r["batch"]): r for r in doc["results"]}
+    assert len(rows) == 1 + 2 * 3 and all(r["reps"] == 3 for r in rows.values())
+    assert rows[("optimized", "eval", 2)]["speedup_vs_eager"] is not None

@@ -73,7 +73,7 @@ def test_cpu_eval_takes_onednn_post_ops(monkeypatch):
     if not cpu_fusion.available():
         pytest.skip(f"oneDNN fused convolutions unavailable here: {cpu_fusion._STATE['reason']}")
     calls = {"act": 0, "add": 0}
-    for name, key in (("_conv_act_mkldnn", "act"), ("_conv_add_mkldnn", "add")):
+    for name, key in (("conv_act_onednn", "act"), ("conv_add_onednn", "add")):
         real = getattr(cpu_fusion, name)
         monkeypatch.setattr(cpu_fusion, name, lambda *a, _real=real, _key=key, **k: (
             calls.__setitem__(_key, calls[_key] + 1), _real(*a, **k))[1])

@@ -39,10 +39,11 @@ def _self_test() -> Optional[str]:
             conv = nn.Conv2d(6, 6, 3, 2, 1, groups=groups).to(memory_format=torch.channels_last)
             with torch.no_grad():
                 ref = activations.act(act)(conv(x))
-                out = _conv_act_mkldnn(conv, x, act)
+                out = conv_act_onednn(conv, x, act)
                 ref_add = conv(x) + ref
-                out_add = _conv_add_mkldnn(conv, x, ref)
-            for a, b in ((out, ref), (out_add, ref_add)):
+                out_add = conv_add_onednn(conv, x, ref)
+                out_plain = conv_onednn(conv, x)
+            for a, b in ((out, ref), (out_add, ref_add), (out_plain, conv(x))):
                 if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
                     return "oneDNN's fused convolution disagrees with the unfused one on this machine"
     except Exception as exc:  # missing op, no oneDNN, unsupported CPU
@@ -73,13 +74,18 @@ def _weights(conv: nn.Conv2d, weight: Optional[torch.Tensor], bias: Optional[tor
     return (conv.weight, conv.bias) if weight is None else (weight, bias)
 
 
-def _conv_act_mkldnn(conv: nn.Conv2d, x: torch.Tensor, act: str, weight=None, bias=None) -> torch.Tensor:
+# The three oneDNN calls unchecked: for callers that checked ``usable(x)`` once for a whole forward.
+def conv_act_onednn(conv: nn.Conv2d, x: torch.Tensor, act: str, weight=None, bias=None) -> torch.Tensor:
     attr, algorithm = _ATTRS[act]
     return torch.ops.mkldnn._convolution_pointwise(x, *_weights(conv, weight, bias), *_conv_args(conv), attr, [],
                                                    algorithm)
 
 
-def _conv_add_mkldnn(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
+def conv_onednn(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, *_conv_args(conv), "none", [], "")
+
+
+def conv_add_onednn(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
     return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *_weights(conv, weight, bias), *_conv_args(conv),
                                                           "add", None, None, [], None)
 
@@ -96,13 +102,22 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str, weight: Optional[torch.
     """``act(conv(x))``; one oneDNN call where usable, else ``conv(x)`` then the in-place activation.
     ``weight``/``bias``, if given, replace the conv's own (its geometry is still used)."""
     if usable(x):
-        return _conv_act_mkldnn(conv, x, act, weight, bias)
+        return conv_act_onednn(conv, x, act, weight, bias)
     return activations.act(act, inplace=True)(_plain_conv(conv, x, weight, bias))
+
+
+def run_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, through oneDNN where usable. For the 1x1 shortcut convolutions at batch < 16 eager
+    PyTorch takes its own path instead (``_slow_conv2d_forward``: a bias copy into the output, then a
+    GEMM); the shortcuts of the stride-2 blocks and the stems go this way instead."""
+    if usable(x):
+        return conv_onednn(conv, x)
+    return conv(x)
 
 
 def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, weight: Optional[torch.Tensor] = None,
              bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``conv(x) + other`` (``other`` has the output's shape); one oneDNN call where usable."""
     if usable(x) and other.dtype == x.dtype and other.shape[1] == conv.out_channels:
-        return _conv_add_mkldnn(conv, x, other, weight, bias)
+        return conv_add_onednn(conv, x, other, weight, bias)
     return _plain_conv(conv, x, weight, bias).add_(other)
