@@ -230,6 +230,39 @@ def test_block_op_matches_float64_blocks_awkward_shapes(channels_last):
 
 
 @needs_block_op
+@pytest.mark.parametrize("act,gate", [("gelu", "sigmoid"), ("silu", "hardsigmoid")])
+def test_block_op_paths_match_float64_every_batch_layout_and_thread_count(act, gate):
+    """Both ways the op runs a batch: whole samples per thread, and each sample's rows split over the
+    threads (batches that do not fill the threads: 1 and 3 on 2 or 3 threads; 3 threads give uneven
+    row chunks). Odd sizes put chunk borders, tile borders and the stride-2 taps' borders at every
+    offset; a 1x1 image has fewer rows than threads. Element-wise within 1e-5 of float64."""
+    from yyfast.inference import block_plan
+
+    model = _model("yynet_small_16", {"act": act, "se_gate": gate})
+    blocks = [b for b in optimize_for_inference(model).modules() if isinstance(b, FoldedMBConv)]
+    picked = [next(b for b in blocks if b.span.stride == s) for s in (1, 2)]
+    threads = torch.get_num_threads()
+    try:
+        for block in picked:
+            ref_block = copy.deepcopy(block).double()
+            for nthreads, batch, (height, width), cl in ((2, 1, (13, 9), True), (2, 3, (7, 5), False),
+                                                         (3, 3, (11, 6), True), (3, 1, (9, 9), False),
+                                                         (2, 17, (5, 7), True), (2, 1, (1, 1), False),
+                                                         (1, 3, (6, 9), True)):
+                torch.set_num_threads(nthreads)
+                x = torch.randn(batch, block.expand.in_channels, height, width)
+                x = x.contiguous(memory_format=torch.channels_last) if cl else x
+                ref = ref_block(x.double(), "plain")
+                with torch.no_grad():
+                    res = x if isinstance(block.shortcut, nn.Identity) else block.shortcut(x)
+                    out = block_plan.run_block(block, x, res)
+                err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+                assert err < 1e-5, (block.span.stride, nthreads, batch, height, width, cl, err)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_block_op
 def test_block_op_model_batches_and_shape_changes_two_threads(monkeypatch):
     """Batch 1 and awkward batches, NCHW and channels_last, image sizes changing between calls (the
     per-thread buffers grow and are reused), with two intra-op threads; all against float64."""
