@@ -262,6 +262,60 @@ def test_block_op_paths_match_float64_every_batch_layout_and_thread_count(act, g
         torch.set_num_threads(threads)
 
 
+def _cpu_isas():
+    """The span kernels' builds this CPU runs (a placeholder where the extension is not built: skipped)."""
+    from yyfast.inference import block_plan
+
+    return __import__("yyfast._C")._C.cpu_isas() if block_plan.available() else ["none"]
+
+
+def _mbconv_float64(x, res, we, be, wd, bd, w1t, b1, w2t, b2, wp, bp, stride, act, gate):
+    """The op's contract in float64, from its packed weights (block_plan's layouts)."""
+    f = nn.functional
+    actf = {"gelu": f.gelu, "silu": f.silu}[act]
+    x = x.double().permute(0, 2, 3, 1)                                           # (N, H, W, Cin)
+    h = actf(x @ we.double() + be.double()).permute(0, 3, 1, 2)                  # (N, Ce, H, W)
+    ce = be.numel()
+    z = actf(f.conv2d(h, wd.double().t().reshape(ce, 1, 3, 3), bd.double(), stride, 1, groups=ce))
+    p = z.mean((2, 3))
+    s = {"sigmoid": torch.sigmoid, "hardsigmoid": f.hardsigmoid}[gate](actf(p @ w1t.double() + b1.double())
+                                                                        @ w2t.double() + b2.double())
+    out = (z * s[:, :, None, None]).permute(0, 2, 3, 1) @ wp.double() + bp.double()
+    out = out.permute(0, 3, 1, 2)
+    return out if res is None else out + res.double()
+
+
+@needs_block_op
+@pytest.mark.parametrize("isa", _cpu_isas())
+def test_block_op_each_isa_channels_off_the_vector_width(isa):
+    """Channel counts that leave a tail after every vector width (Ce = 20: 16 + 4, 8 + 8 + 4), with each
+    build of the span kernels, both parallel paths (batch 1 and 3 split rows over 2 threads, 4 does
+    not), both strides, with and without a residual."""
+    import yyfast._C as ext
+
+    gen = torch.Generator().manual_seed(3)
+    cin, ce, hid, cout = 5, 20, 3, 7
+    shapes = [(cin, ce), (ce,), (9, ce), (ce,), (ce, hid), (hid,), (hid, ce), (ce,), (ce, cout), (cout,)]
+    w = [0.4 * torch.randn(sh, generator=gen) for sh in shapes]
+    prev, threads = ext.cpu_isa(), torch.get_num_threads()
+    ext.set_cpu_isa(isa)
+    torch.set_num_threads(2)
+    try:
+        for batch, (height, width), stride, act, gate in ((1, (9, 7), 1, "gelu", "sigmoid"),
+                                                          (3, (6, 11), 2, "silu", "hardsigmoid"),
+                                                          (4, (5, 5), 1, "silu", "sigmoid")):
+            x = torch.randn(batch, cin, height, width, generator=gen).contiguous(memory_format=torch.channels_last)
+            ho, wo = (height - 1) // stride + 1, (width - 1) // stride + 1
+            res = torch.randn(batch, cout, ho, wo, generator=gen) if stride == 1 else None
+            out = torch.ops.yyfast.mbconv_eval(x, res, *w, stride, act, gate)
+            ref = _mbconv_float64(x, res, *w, stride, act, gate)
+            err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+            assert err < 1e-5, (isa, batch, height, width, stride, err)
+    finally:
+        ext.set_cpu_isa(prev)
+        torch.set_num_threads(threads)
+
+
 @needs_block_op
 def test_block_op_model_batches_and_shape_changes_two_threads(monkeypatch):
     """Batch 1 and awkward batches, NCHW and channels_last, image sizes changing between calls (the
