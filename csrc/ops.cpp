@@ -48,7 +48,7 @@ static PyObject* py_cuda_built(PyObject*, PyObject*) {
 static PyObject* py_cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(yyfast::span_cpu_kernels().isa); }
 static PyObject* py_cpu_isas(PyObject*, PyObject*) {
   PyObject* out = PyList_New(0);
-  for (const char* name : {"avx2+fma", "baseline"}) {
+  for (const char* name : {"avx512", "avx2+fma", "baseline"}) {
     if (yyfast::span_cpu_kernels_named(name) == nullptr) continue;
     PyObject* s = PyUnicode_FromString(name);
     PyList_Append(out, s);

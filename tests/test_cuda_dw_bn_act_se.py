@@ -113,6 +113,18 @@ def test_cpu_isa_switch_rejects_unknown():
     assert "baseline" in yyfast._C.cpu_isas()
 
 
+@pytest.mark.parametrize("isa", [i for i in yyfast._C.cpu_isas() if i in ("baseline", "avx2+fma")])
+def test_cpu_isa_forced_by_environment(isa):
+    """YYFAST_CPU_ISA=baseline or avx2+fma picks that build at load instead of the best one."""
+    import subprocess
+    import sys
+
+    code = "import yyfast._C as c; print(c.cpu_isa())"
+    env = {**__import__("os").environ, "YYFAST_CPU_ISA": isa}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == isa
+
+
 # ------------------------------------------------------------------------------------- GPU
 
 GPU_CASES = [SpanCase(s, st, a, g, tr, cl) for (s, st, (a, g), tr, cl) in [

@@ -230,6 +230,93 @@ def test_block_op_matches_float64_blocks_awkward_shapes(channels_last):
 
 
 @needs_block_op
+@pytest.mark.parametrize("act,gate", [("gelu", "sigmoid"), ("silu", "hardsigmoid")])
+def test_block_op_paths_match_float64_every_batch_layout_and_thread_count(act, gate):
+    """Both ways the op runs a batch: whole samples per thread, and each sample's rows split over the
+    threads (batches that do not fill the threads: 1 and 3 on 2 or 3 threads; 3 threads give uneven
+    row chunks). Odd sizes put chunk borders, tile borders and the stride-2 taps' borders at every
+    offset; a 1x1 image has fewer rows than threads. Element-wise within 1e-5 of float64."""
+    from yyfast.inference import block_plan
+
+    model = _model("yynet_small_16", {"act": act, "se_gate": gate})
+    blocks = [b for b in optimize_for_inference(model).modules() if isinstance(b, FoldedMBConv)]
+    picked = [next(b for b in blocks if b.span.stride == s) for s in (1, 2)]
+    threads = torch.get_num_threads()
+    try:
+        for block in picked:
+            ref_block = copy.deepcopy(block).double()
+            for nthreads, batch, (height, width), cl in ((2, 1, (13, 9), True), (2, 3, (7, 5), False),
+                                                         (3, 3, (11, 6), True), (3, 1, (9, 9), False),
+                                                         (2, 17, (5, 7), True), (2, 1, (1, 1), False),
+                                                         (1, 3, (6, 9), True)):
+                torch.set_num_threads(nthreads)
+                x = torch.randn(batch, block.expand.in_channels, height, width)
+                x = x.contiguous(memory_format=torch.channels_last) if cl else x
+                ref = ref_block(x.double(), "plain")
+                with torch.no_grad():
+                    res = x if isinstance(block.shortcut, nn.Identity) else block.shortcut(x)
+                    out = block_plan.run_block(block, x, res)
+                err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+                assert err < 1e-5, (block.span.stride, nthreads, batch, height, width, cl, err)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cpu_isas():
+    """The span kernels' builds this CPU runs (a placeholder where the extension is not built: skipped)."""
+    from yyfast.inference import block_plan
+
+    return __import__("yyfast._C")._C.cpu_isas() if block_plan.available() else ["none"]
+
+
+def _mbconv_float64(x, res, we, be, wd, bd, w1t, b1, w2t, b2, wp, bp, stride, act, gate):
+    """The op's contract in float64, from its packed weights (block_plan's layouts)."""
+    f = nn.functional
+    actf = {"gelu": f.gelu, "silu": f.silu}[act]
+    x = x.double().permute(0, 2, 3, 1)                                           # (N, H, W, Cin)
+    h = actf(x @ we.double() + be.double()).permute(0, 3, 1, 2)                  # (N, Ce, H, W)
+    ce = be.numel()
+    z = actf(f.conv2d(h, wd.double().t().reshape(ce, 1, 3, 3), bd.double(), stride, 1, groups=ce))
+    p = z.mean((2, 3))
+    s = {"sigmoid": torch.sigmoid, "hardsigmoid": f.hardsigmoid}[gate](actf(p @ w1t.double() + b1.double())
+                                                                        @ w2t.double() + b2.double())
+    out = (z * s[:, :, None, None]).permute(0, 2, 3, 1) @ wp.double() + bp.double()
+    out = out.permute(0, 3, 1, 2)
+    return out if res is None else out + res.double()
+
+
+@needs_block_op
+@pytest.mark.parametrize("isa", _cpu_isas())
+def test_block_op_each_isa_channels_off_the_vector_width(isa):
+    """Channel counts that leave a tail after every vector width (Ce = 20: 16 + 4, 8 + 8 + 4), with each
+    build of the span kernels, both parallel paths (batch 1 and 3 split rows over 2 threads, 4 does
+    not), both strides, with and without a residual."""
+    import yyfast._C as ext
+
+    gen = torch.Generator().manual_seed(3)
+    cin, ce, hid, cout = 5, 20, 3, 7
+    shapes = [(cin, ce), (ce,), (9, ce), (ce,), (ce, hid), (hid,), (hid, ce), (ce,), (ce, cout), (cout,)]
+    w = [0.4 * torch.randn(sh, generator=gen) for sh in shapes]
+    prev, threads = ext.cpu_isa(), torch.get_num_threads()
+    ext.set_cpu_isa(isa)
+    torch.set_num_threads(2)
+    try:
+        for batch, (height, width), stride, act, gate in ((1, (9, 7), 1, "gelu", "sigmoid"),
+                                                          (3, (6, 11), 2, "silu", "hardsigmoid"),
+                                                          (4, (5, 5), 1, "silu", "sigmoid")):
+            x = torch.randn(batch, cin, height, width, generator=gen).contiguous(memory_format=torch.channels_last)
+            ho, wo = (height - 1) // stride + 1, (width - 1) // stride + 1
+            res = torch.randn(batch, cout, ho, wo, generator=gen) if stride == 1 else None
+            out = torch.ops.yyfast.mbconv_eval(x, res, *w, stride, act, gate)
+            ref = _mbconv_float64(x, res, *w, stride, act, gate)
+            err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+            assert err < 1e-5, (isa, batch, height, width, stride, err)
+    finally:
+        ext.set_cpu_isa(prev)
+        torch.set_num_threads(threads)
+
+
+@needs_block_op
 def test_block_op_model_batches_and_shape_changes_two_threads(monkeypatch):
     """Batch 1 and awkward batches, NCHW and channels_last, image sizes changing between calls (the
     per-thread buffers grow and are reused), with two intra-op threads; all against float64."""

@@ -11,24 +11,38 @@
 // larger shape comes), so the expanded tensors never touch the allocator or leave the cache
 // hierarchy; only the block's narrow input, residual and output are full tensors.
 //
-// Parallelism: over samples (at::parallel_for), the two GEMMs per sample single-threaded inside the
-// parallel region; with fewer samples than threads, samples run in turn with multithreaded GEMMs. Thread-safe: the
-// buffers are per OS thread, nothing else is shared or mutated.
+// Per sample: h = act(x @ We + be) (one GEMM without bias, then bias+act in one vectorised pass),
+// z = act(dwconv(h) + bd) with the SE pooling sums in the same pass, the SE MLP, then
+// out = z @ (s * Wp) and bias + residual in one pass. The element-wise passes are span_kernels'
+// (AVX-512 where the CPU has it). One thread, one 32x32 sample, interleaved against the previous
+// op (addmm + at::gelu_ + AVX2 conv) on this Zen 4: stride 2 0.62 vs 0.69 ms median; stride 1
+// between 8% faster (1.20 vs 1.30) and even (1.42 vs 1.41) across runs. Of a stride-1 sample's
+// ~1.35 ms, the two GEMMs take ~0.63 (~100 GFLOP/s, MKL's peak for these shapes on one core here),
+// the conv+GELU+pool pass ~0.4 and bias+GELU ~0.2 (measured by skipping each, AVX2 build).
+//
+// Parallelism: over samples (at::parallel_for), everything single-threaded inside. With too few
+// samples to give each thread whole ones (batch 1 on 2 threads), each sample's output rows are split
+// over the threads instead (each expands the input rows its output rows read: a one-row halo
+// computed twice), rather than running one sample's GEMMs "multithreaded" and its depthwise
+// conv, activations and SE on one thread: batch 1, 2 threads, the 32x32 stride-1 block took 0.77 ms
+// min / 1.26 median against 1.08 / 5.40 before (300 interleaved rounds on a loaded 2-core machine;
+// the whole optimized yynet_small_64 at batch 1: 1.18x median, 6.68 vs 8.80 ms min).
+// Thread-safe: the buffers are per OS thread, a row split's shared ones belong to the calling
+// thread; nothing else is shared or mutated.
 //
 // Layouts (prepared once by yyfast/inference/block_plan.py): x, residual: (N, Cin|Cout, H, W)
 // channels_last float32; expand_wt (Cin, Ce); expand_b (Ce); dw_wt (9, Ce); dw_b (Ce);
 // se_w1t (Ce, hid); se_b1 (hid); se_w2t (hid, Ce); se_b2 (Ce); proj_wt (Ce, Cout); proj_b (Cout).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
-#include <ATen/ops/gelu.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/silu.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../common/dw_bn_act_se_math.h"
@@ -38,6 +52,9 @@ namespace yyfast {
 namespace {
 
 constexpr const char* kOp = "mbconv_eval";
+// Below this many samples per thread (and not a multiple of the thread count) each sample's rows are
+// split over the threads instead of giving each thread whole samples.
+constexpr int64_t kSplitBelowSamplesPerThread = 4;
 
 void check_weight(const at::Tensor& t, const char* name, std::vector<int64_t> shape) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, kOp, ": ", name,
@@ -50,6 +67,111 @@ void check_weight(const at::Tensor& t, const char* name, std::vector<int64_t> sh
 float* grow(std::vector<float>& buf, int64_t n) {
   if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
   return buf.data();
+}
+
+// Per-thread scratch that persists across calls (grown on the first or a larger shape, then reused).
+struct Scratch {
+  std::vector<float> h;      // expanded activations of the input rows one task needs
+  std::vector<float> z;      // one sample's span output (a task's own sample, or the shared one of a row split)
+  std::vector<float> psum;   // per-chunk channel sums of z (a row split's partial sums)
+  std::vector<float> ws;     // SE-scaled projection weights (Ce, Cout)
+  std::vector<float> small;  // SE MLP vectors
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// The block's weights and shapes for one call.
+struct Block {
+  const float *we, *be, *wd, *bd, *w1t, *b1, *w2t, *b2, *wp, *bp;
+  int64_t cin, ce, hid, cout;
+  int act, gate;
+  Geom g;
+  const SpanCpuKernels* K;
+};
+
+// c (m, n) = a (m, k) @ b (k, n), all row-major contiguous: ATen's BLAS call without a bias (addmm
+// first copies its broadcast bias into c: 82 ms of the batch-256 profile), single-threaded inside a
+// parallel region. Calling MKL's sgemm_ directly instead measured no different (two calls a sample).
+void gemm(const float* a, const float* b, float* c, int64_t m, int64_t k, int64_t n) {
+  const auto f = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor ct = at::from_blob(c, {m, n}, f);
+  at::mm_out(ct, at::from_blob(const_cast<float*>(a), {m, k}, f), at::from_blob(const_cast<float*>(b), {k, n}, f));
+}
+
+// Output rows [o0, o1) of one sample's span: z = act(dwconv(act(x @ We + be)) + bd) into z (the
+// sample's (Ho*Wo, Ce) buffer), psum[k] += their channel sums. Only the input rows those output rows
+// read are expanded (into this thread's buffer). Expanding a few rows at a time right before the
+// depthwise conv reads them (to keep them in L1/L2) measured no faster: 1.08 vs 1.10 ms min, 1.205
+// vs 1.201 median, a 32x32 stride-1 sample on one thread, tiles of 128 positions vs whole.
+void span_rows(const Block& B, const float* xn, float* z, float* psum, int64_t o0, int64_t o1) {
+  const Geom& g = B.g;
+  const int64_t s = g.stride;
+  const int64_t i0 = std::max<int64_t>(0, o0 * s - 1), i1 = std::min<int64_t>(g.h, (o1 - 1) * s + 2);
+  float* h = grow(scratch().h, (i1 - i0) * g.w * B.ce);
+  gemm(xn + i0 * g.w * B.cin, B.we, h, (i1 - i0) * g.w, B.cin, B.ce);
+  B.K->bias_act(h, B.be, B.act, (i1 - i0) * g.w, B.ce);
+  B.K->conv_rows(h, i0, B.wd, B.bd, B.act, z, psum, g, o0, o1);
+}
+
+// The SE scale s = gate(W2 act(W1 mean(z) + b1) + b2) from psum (the channel sums of z), folded into
+// the projection: ws = diag(s) Wp, so (z * s) @ Wp is z @ ws.
+void se_weights(const Block& B, const float* psum, float* ws) {
+  const int64_t ce = B.ce, hid = B.hid;
+  float* sm = grow(scratch().small, 2 * ce + 2 * hid);
+  float *p = sm, *h2 = sm + ce, *h1 = sm + 2 * ce, *a1 = h1 + hid;
+  const float inv_hw = 1.0f / static_cast<float>(B.g.ho * B.g.wo);
+  for (int64_t k = 0; k < ce; ++k) p[k] = psum[k] * inv_hw;
+  B.K->se_mlp(p, B.w1t, B.b1, B.w2t, B.b2, ce, hid, B.act, h1, a1, h2);
+  for (int64_t k = 0; k < ce; ++k) {
+    const float sk = gate_forward(B.gate, h2[k]);
+    const float* wr = B.wp + k * B.cout;
+    float* o = ws + k * B.cout;
+    for (int64_t j = 0; j < B.cout; ++j) o[j] = sk * wr[j];
+  }
+}
+
+// Output rows [o0, o1) of one sample: out = z @ ws + bp (+ residual).
+void project_rows(const Block& B, const float* z, const float* ws, const float* res, float* out, int64_t o0,
+                  int64_t o1) {
+  const int64_t rows = (o1 - o0) * B.g.wo, off = o0 * B.g.wo * B.cout;
+  gemm(z + o0 * B.g.wo * B.ce, ws, out + off, rows, B.ce, B.cout);
+  B.K->add_bias_rows(out + off, B.bp, res != nullptr ? res + off : nullptr, rows, B.cout);
+}
+
+// One whole sample on this thread.
+void sample(const Block& B, const float* xn, const float* res, float* out) {
+  const Geom& g = B.g;
+  Scratch& S = scratch();
+  float* z = grow(S.z, g.ho * g.wo * B.ce);
+  float* psum = grow(S.psum, B.ce);
+  float* ws = grow(S.ws, B.ce * B.cout);
+  std::fill(psum, psum + B.ce, 0.0f);
+  span_rows(B, xn, z, psum, 0, g.ho);
+  se_weights(B, psum, ws);
+  project_rows(B, z, ws, res, out, 0, g.ho);
+}
+
+// One sample with its rows split over `chunks` tasks: the span (each task expands the input rows its
+// output rows read, the one-row halo twice), the SE on this thread, then the projection.
+void sample_split(const Block& B, const float* xn, const float* res, float* out, int64_t chunks) {
+  const Geom& g = B.g;
+  Scratch& S = scratch();
+  float* z = grow(S.z, g.ho * g.wo * B.ce);
+  float* psum = grow(S.psum, chunks * B.ce);
+  float* ws = grow(S.ws, B.ce * B.cout);
+  std::fill(psum, psum + chunks * B.ce, 0.0f);
+  auto rows = [&](int64_t c) { return std::make_pair(g.ho * c / chunks, g.ho * (c + 1) / chunks); };
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) span_rows(B, xn, z, psum + c * B.ce, rows(c).first, rows(c).second);
+  });
+  for (int64_t c = 1; c < chunks; ++c)
+    for (int64_t k = 0; k < B.ce; ++k) psum[k] += psum[c * B.ce + k];
+  se_weights(B, psum, ws);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) project_rows(B, z, ws, res, out, rows(c).first, rows(c).second);
+  });
 }
 
 at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& residual, const at::Tensor& expand_wt,
@@ -87,64 +209,45 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
     res = r.contiguous(at::MemoryFormat::ChannelsLast);
   }
   at::Tensor out = at::empty({N, Cout, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const int a = act == "gelu" ? kGelu : kSilu;
-  const int gt = gate == "sigmoid" ? kSigmoid : kHardSigmoid;
-  const Geom g{Ce, H, W, Ho, Wo, static_cast<int>(stride)};
-  const auto& K = span_cpu_kernels();
+  const Block B{expand_wt.const_data_ptr<float>(),
+                expand_b.const_data_ptr<float>(),
+                dw_wt.const_data_ptr<float>(),
+                dw_b.const_data_ptr<float>(),
+                se_w1t.const_data_ptr<float>(),
+                se_b1.const_data_ptr<float>(),
+                se_w2t.const_data_ptr<float>(),
+                se_b2.const_data_ptr<float>(),
+                proj_wt.const_data_ptr<float>(),
+                proj_b.const_data_ptr<float>(),
+                Cin,
+                Ce,
+                hid,
+                Cout,
+                act == "gelu" ? kGelu : kSilu,
+                gate == "sigmoid" ? kSigmoid : kHardSigmoid,
+                Geom{Ce, H, W, Ho, Wo, static_cast<int>(stride)},
+                &span_cpu_kernels()};
   const float* px = xc.const_data_ptr<float>();
   const float* pres = res.defined() ? res.const_data_ptr<float>() : nullptr;
   float* pout = out.mutable_data_ptr<float>();
-  const float *pw1t = se_w1t.const_data_ptr<float>(), *pb1 = se_b1.const_data_ptr<float>();
-  const float *pw2t = se_w2t.const_data_ptr<float>(), *pb2 = se_b2.const_data_ptr<float>();
-  const float* pproj = proj_wt.const_data_ptr<float>();
-  const float* pdwb = dw_b.const_data_ptr<float>();
-  const float inv_hw = 1.0f / static_cast<float>(Ho * Wo);
-  const auto fopts = at::TensorOptions().dtype(at::kFloat);
-
-  auto samples = [&](int64_t n0, int64_t n1) {
-    // Persistent per-thread scratch: grown on the first (or a larger) shape, then reused.
-    thread_local std::vector<float> hbuf, zbuf, wsbuf, small;
-    float* h = grow(hbuf, H * W * Ce);
-    float* z = grow(zbuf, Ho * Wo * Ce);
-    float* ws = grow(wsbuf, Ce * Cout);
-    float* sm = grow(small, 3 * Ce + 3 * hid + Ce);
-    float *ones = sm, *psum = sm + Ce, *s = sm + 2 * Ce, *h1 = sm + 3 * Ce, *a1 = h1 + hid, *h2 = a1 + hid;
-    for (int64_t k = 0; k < Ce; ++k) ones[k] = 1.0f;
-    at::Tensor ht = at::from_blob(h, {H * W, Ce}, fopts);
-    at::Tensor zt = at::from_blob(z, {Ho * Wo, Ce}, fopts);
-    at::Tensor wst = at::from_blob(ws, {Ce, Cout}, fopts);
-    for (int64_t n = n0; n < n1; ++n) {
-      // expand: h = act(x_n @ We + be), (H*W, Ce)
-      at::Tensor xn = at::from_blob(const_cast<float*>(px) + n * H * W * Cin, {H * W, Cin}, fopts);
-      at::addmm_out(ht, expand_b, xn, expand_wt);
-      if (a == kGelu)
-        at::gelu_(ht);
-      else
-        at::silu_(ht);
-      // span: z = act(dwconv(h) + bd), psum = per-channel sum of z; SE scale s
-      K.conv(h, dw_wt.const_data_ptr<float>(), ones, pdwb, a, z, psum, g);
-      for (int64_t k = 0; k < Ce; ++k) psum[k] *= inv_hw;
-      K.se_mlp(psum, pw1t, pb1, pw2t, pb2, Ce, hid, a, h1, a1, h2);
-      for (int64_t k = 0; k < Ce; ++k) s[k] = gate_forward(gt, h2[k]);
-      // project: out_n = z @ (s * Wp) + bp (+ residual_n)
-      for (int64_t k = 0; k < Ce; ++k)
-        for (int64_t o = 0; o < Cout; ++o) ws[k * Cout + o] = s[k] * pproj[k * Cout + o];
-      float* on = pout + n * Ho * Wo * Cout;
-      at::Tensor ot = at::from_blob(on, {Ho * Wo, Cout}, fopts);
-      at::addmm_out(ot, proj_b, zt, wst);
-      if (pres != nullptr) {
-        const float* rn = pres + n * Ho * Wo * Cout;
-        for (int64_t i = 0; i < Ho * Wo * Cout; ++i) on[i] += rn[i];
-      }
-    }
+  const int64_t in_n = H * W * Cin, out_n = Ho * Wo * Cout;
+  auto run = [&](int64_t n, bool split, int64_t chunks) {
+    const float* rn = pres != nullptr ? pres + n * out_n : nullptr;
+    if (split)
+      sample_split(B, px + n * in_n, rn, pout + n * out_n, chunks);
+    else
+      sample(B, px + n * in_n, rn, pout + n * out_n);
   };
-  // Fewer samples than threads (batch 1): one sample after another on this thread, so the two GEMMs
-  // (about 14 of the block's 15 multiply-adds per expanded element) and the GELU use every intra-op
-  // thread; otherwise one sample per task, everything single-threaded inside.
-  if (N < at::get_num_threads() && !at::in_parallel_region())
-    samples(0, N);
-  else
-    at::parallel_for(0, N, 1, samples);
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (threads > 1 && N % threads != 0 && N < kSplitBelowSamplesPerThread * threads && Ho >= threads) {
+    // Too few samples to keep every thread busy with whole ones (batch 1 on 2 threads; batch 3 would
+    // leave one thread idle for a third of the call): each sample's rows are split over the threads.
+    for (int64_t n = 0; n < N; ++n) run(n, true, threads);
+  } else {
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) run(n, false, 1);
+    });
+  }
   return out;
 }
 

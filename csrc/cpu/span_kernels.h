@@ -1,8 +1,10 @@
-// The float32 channels_last inner kernels of the C++ CPU dw_bn_act_se, one sample per call.
+// The float32 channels_last inner kernels of the C++ CPU dw_bn_act_se and mbconv_eval, one sample
+// per call.
 //
-// They are compiled twice from one source (span_kernels.inc, vec_math.inc): once for the build's
-// baseline ISA and once for AVX2+FMA (x86-64 with GCC or Clang), and span_cpu_kernels() picks the
-// best the running CPU supports, once. Every loop runs over contiguous channels in 8-lane vectors
+// They are compiled three times from one source (span_kernels.inc, vec_math.inc): for the build's
+// baseline ISA, for AVX2+FMA and for AVX-512 (x86-64 with GCC or Clang), and span_cpu_kernels()
+// picks the best the running CPU supports, once. Every loop runs over contiguous channels in 8-lane
+// (AVX-512: 16-lane) vectors
 // (GCC/Clang vector extensions), including GELU/SiLU, which use vectorised exp/erfc
 // (vec_math.inc) instead of scalar libm calls: scalar erff alone made the eval forward run at
 // ~10% of copy bandwidth.
@@ -39,7 +41,7 @@ inline int valid_taps(const Geom& g, int64_t oh, int64_t ow, int64_t* xoff, int6
 }
 
 struct SpanCpuKernels {
-  const char* isa;  // "avx2+fma" or "baseline"
+  const char* isa;  // "avx512", "avx2+fma" or "baseline"
   // z = dwconv3x3(x). With scale != nullptr the BN/activation epilogue runs in the same pass:
   // z = act(z*scale + shift), and psum[k] = sum over positions of z (overwritten).
   void (*conv)(const float* x, const float* wt, const float* scale, const float* shift, int act, float* z, float* psum,
@@ -64,13 +66,22 @@ struct SpanCpuKernels {
                        const float* mgu, const float* mguz, float* gz, int64_t rows, int64_t c);
   // gx = the depthwise conv's input gradient (H, W, C) and gw (9, C) its weight gradient, both overwritten.
   void (*input_grads)(const float* x, const float* gz, const float* wt, float* gx, float* gw, const Geom& g);
+  // The MBConv eval op (mbconv_eval.cpp). z rows [oh0, oh1) of act(dwconv3x3(x) + shift), with x
+  // holding the sample's input from row ih0 on (rows outside the taps' reach need not exist), and
+  // psum[k] += the sum of those rows of z (accumulated, not overwritten).
+  void (*conv_rows)(const float* x, int64_t ih0, const float* wt, const float* shift, int act, float* z, float* psum,
+                    const Geom& g, int64_t oh0, int64_t oh1);
+  // y = act(y + b) in place (rows x C): the expand GEMM's bias and activation in one pass.
+  void (*bias_act)(float* y, const float* b, int act, int64_t rows, int64_t c);
+  // y += b (+ res when res != nullptr) in place (rows x C): the projection GEMM's epilogue.
+  void (*add_bias_rows)(float* y, const float* b, const float* res, int64_t rows, int64_t c);
 };
 
-// The kernels for this CPU: AVX2+FMA when built in and supported, else the baseline build.
-// YYFAST_CPU_ISA=baseline in the environment (read once) forces the baseline.
+// The kernels for this CPU: AVX-512, else AVX2+FMA, when built in and supported, else the baseline build.
+// YYFAST_CPU_ISA=baseline or avx2+fma in the environment (read once) forces that build.
 const SpanCpuKernels& span_cpu_kernels();
 
-// Both builds, for tests: "baseline" always; "avx2+fma" when compiled in and this CPU runs it.
+// Each build, for tests: "baseline" always; "avx2+fma" and "avx512" when compiled in and this CPU runs them.
 // Returns nullptr for a name that is not available here.
 const SpanCpuKernels* span_cpu_kernels_named(const char* isa);
 

@@ -22,7 +22,7 @@
 
 using namespace yyfast;
 
-static const char* kIsas[] = {"avx2+fma", "baseline"};
+static const char* kIsas[] = {"avx512", "avx2+fma", "baseline"};
 
 // The same contract evaluated in double: z = act(dwconv(x)*scale + shift) (or the bare conv), and
 // the per-channel sums of z.
