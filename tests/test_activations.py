@@ -50,7 +50,9 @@ def test_derivative_is_autograds(kind, name):
     x = torch.randn(64, dtype=torch.float64) * 4
     x = x.masked_fill((x.abs() - 3).abs() < 1e-3, 0.5).requires_grad_()
     (expected,) = torch.autograd.grad(fn(x).sum(), x)
-    torch.testing.assert_close(grad(x.detach()), expected, rtol=1e-12, atol=1e-12)
+    # rtol 1e-7: ATen's hardsigmoid backward uses a float32 1/6 even for float64 (3e-8 off); the
+    # others agree to 1e-15.
+    torch.testing.assert_close(grad(x.detach()), expected, rtol=1e-7, atol=1e-12)
 
 
 @pytest.mark.parametrize("lookup, argument, allowed", [
