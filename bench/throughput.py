@@ -16,9 +16,10 @@ Implementations (rows appear as the pieces exist; a missing one is listed under 
 
 Training step = forward, cross-entropy, backward, AdamW step (``set_to_none`` zero-grad).
 Inference = eval mode under ``torch.no_grad``. Inputs are channels_last; dtypes fp32 and (on a
-GPU) bf16 autocast. On the CPU the uncompiled eval rows of one batch are timed round-robin (each
-round calls every implementation once; medians over rounds), so a load spike on a shared machine
-hits them alike and their ratios hold. Each row: median ms per step, images/s, peak memory, and the speedup over
+GPU) bf16 autocast. On the CPU the uncompiled eval rows of one batch are timed round-robin by short
+blocks (each round gives every implementation a turn: a pause so the other runtime's threads stop
+spinning, one untimed call, three timed ones; medians), so a load spike on a shared machine hits them
+alike and their ratios hold. Each row: median ms per step, images/s, peak memory, and the speedup over
 ``eager`` at the same mode, dtype and batch. See ``bench/common.py`` for how time and memory are
 measured. On the CPU the compiled rows are opt-in (``--impls``): inductor needs minutes here.
 """
@@ -369,13 +370,25 @@ def interleaved_groups(todo: List[Tuple[Impl, str, str, int]], device: torch.dev
     return groups
 
 
+# Switching between thread pools: onnxruntime's intra-op threads and PyTorch's OpenMP threads keep
+# spinning for a while after a call, so a call right after the other runtime's competes with its
+# spinners. Measured here (yynet_small_64, batch 1, 2 threads, 2-core EPYC): optimized 6.05 ms alone,
+# 12.3 ms when alternated call by call with onnxruntime (which went 3.28 -> 9.16 ms), and still 13.1 ms
+# two untimed calls after the switch; after a 0.25 s pause and one untimed call both were back to
+# their solo times (5.3 and 3.5 ms). So each turn pauses, settles, then times a short block.
+SWITCH_PAUSE_S = 0.25
+SETTLE_CALLS = 1
+BLOCK_CALLS = 3
+
+
 def time_round_robin(fns: List[Callable[[], object]], device: torch.device, warmup: int, reps: int,
                      budget_s: Optional[float] = None) -> List[common.Timing]:
-    """``common.time_fn`` for several functions at once, interleaved: every round calls each function
-    once in turn (warm-up rounds first, untimed), and each gets the median of its rounds. A load
-    spike from another process then hits every implementation alike instead of one of them.
-    ``budget_s`` is per function: rounds stop once ``budget_s * len(fns)`` seconds have passed
-    (at least one round is always timed)."""
+    """``common.time_fn`` for several functions at once, interleaved by short blocks: every round gives
+    each function a turn (a pause of ``SWITCH_PAUSE_S`` so the previous runtime's threads stop
+    spinning, ``SETTLE_CALLS`` untimed calls, then up to ``BLOCK_CALLS`` timed calls), and each gets the
+    median of its timed calls (``reps`` of them, at most). A load spike from another process then hits
+    every implementation alike instead of one of them. ``budget_s`` is per function: rounds stop once
+    ``budget_s * len(fns)`` seconds have passed (at least one round is always timed)."""
     if len(fns) == 1:
         return [common.time_fn(fns[0], device, warmup, reps, budget_s)]
     if warmup < 0 or reps < 1:
@@ -385,13 +398,19 @@ def time_round_robin(fns: List[Callable[[], object]], device: torch.device, warm
             fn()
     times: List[List[float]] = [[] for _ in fns]
     start_wall = time.perf_counter()
-    for _ in range(reps):
+    while len(times[0]) < reps:
+        block = min(BLOCK_CALLS, reps - len(times[0]))
         for fn, out in zip(fns, times):
-            common.sync(device)
-            t0 = time.perf_counter()
-            fn()
-            common.sync(device)
-            out.append((time.perf_counter() - t0) * 1e3)
+            if device.type == "cpu":
+                time.sleep(SWITCH_PAUSE_S)
+            for _ in range(SETTLE_CALLS):
+                fn()
+            for _ in range(block):
+                common.sync(device)
+                t0 = time.perf_counter()
+                fn()
+                common.sync(device)
+                out.append((time.perf_counter() - t0) * 1e3)
         if budget_s is not None and time.perf_counter() - start_wall > budget_s * len(fns):
             break
     return [common.Timing(ms=statistics.median(t), reps=len(t), peak_mem_mb=None, min_ms=min(t)) for t in times]

@@ -191,7 +191,7 @@ def test_cpu_defaults_and_goals_compare_optimized_with_onnxruntime():
 
 
 def test_cpu_eval_rows_are_timed_round_robin(monkeypatch):
-    """The CPU eval rows of one batch alternate call by call (a back-to-back order fails), each gets
+    """The CPU eval rows of one batch alternate by short blocks (a back-to-back order fails), each gets
     its own median, and training rows stay on their own."""
     calls = []
     impls = [throughput.Impl("eager", "eager", "reference"),
@@ -202,6 +202,8 @@ def test_cpu_eval_rows_are_timed_round_robin(monkeypatch):
     def fake_step(impl, cfg, mode, dtype, batch, device):
         return lambda: calls.append((impl.name, mode, batch))
     monkeypatch.setattr(throughput, "build_step", fake_step)
+    monkeypatch.setattr(throughput, "SWITCH_PAUSE_S", 0.0)
+    monkeypatch.setattr(throughput, "BLOCK_CALLS", 2)
     cfg = throughput.Config(device="cpu", train_batches=[4], eval_batches=[1, 2], dtypes=["fp32"],
                             impls=["eager", "optimized", "onnxruntime"], warmup=1, reps=3, budget_s=None)
     doc = throughput.run(cfg, progress=False)
@@ -209,8 +211,10 @@ def test_cpu_eval_rows_are_timed_round_robin(monkeypatch):
     evals = [c for c in calls if c[1] == "eval"]
     for batch in (1, 2):
         order = [name for name, _, b in evals if b == batch]
-        # one warm-up round and three timed rounds, each calling every implementation once in turn
-        assert order == ["eager", "optimized", "onnxruntime"] * 4, order
+        # one warm-up round; then rounds of blocks (one settling call + up to BLOCK_CALLS=2 timed) until
+        # each has reps=3 timed calls: blocks of 2, then of 1
+        turns = ["eager", "optimized", "onnxruntime"]
+        assert order == turns + [t for t in turns for _ in range(3)] + [t for t in turns for _ in range(2)], order
     assert names[:4] == ["eager"] * 4  # training: eager alone (warm-up + 3 reps), not interleaved
     rows = {(r["impl"], r["mode"], r["batch"]): r for r in doc["results"]}
     assert len(rows) == 1 + 2 * 3 and all(r["reps"] == 3 for r in rows.values())
