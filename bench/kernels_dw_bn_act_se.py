@@ -15,6 +15,8 @@ from typing import Callable, List, Tuple
 
 import torch
 
+from yyfast.kernels.output_spec import span_output_size
+
 OP = "dw_bn_act_se"
 MODES = ("fwd-eval", "fwd-train", "fwd+bwd")
 
@@ -25,7 +27,7 @@ def shape_name(shape) -> str:
 
 
 def floor_bytes(n: int, c: int, h: int, w: int, stride: int, hidden: int, elem: int, mode: str) -> int:
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    ho, wo = span_output_size(h, w, stride)
     x, y = n * c * h * w, n * c * ho * wo
     params = 9 * c + 2 * c + 2 * c + hidden * c + hidden + c * hidden + c
     grads = params - 2 * c

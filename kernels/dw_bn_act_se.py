@@ -15,7 +15,7 @@ import triton
 
 from .dw_bn_act_se_kernels import (bn_finalize_kernel, dw_bwd_gx_kernel, dw_bwd_gz_kernel, dw_bwd_sums_kernel,
                                    dw_output_kernel, dw_pool_kernel, dw_stats_kernel)
-from .output_spec import output_format, stats_dtype
+from .output_spec import output_format, span_output_size, stats_dtype
 
 from yyfast import activations
 from yyfast.activations import ACT_CODES  # the ACT constexpr: 0 GELU, 1 SiLU, as the C++ kernels' ActKind
@@ -59,26 +59,6 @@ def _kernel_layout(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _act_torch(h: torch.Tensor, act: str) -> torch.Tensor:
-    return activations.act(act)(h)
-
-
-def _act_grad_torch(h: torch.Tensor, act: str) -> torch.Tensor:
-    return activations.act_grad(act)(h)
-
-
-def _gate_torch(h: torch.Tensor, gate: str) -> torch.Tensor:
-    return activations.gate(gate)(h)
-
-
-def _gate_grad_torch(h: torch.Tensor, gate: str) -> torch.Tensor:
-    return activations.gate_grad(gate)(h)
-
-
-def _out_size(h: int, w: int, stride: int):
-    return (h - 1) // stride + 1, (w - 1) // stride + 1
-
-
 def _bn_coefficients(psum, pm2, mean_in, var_in, gamma, beta, C, R, T, HWo, eps, training, bp, device):
     """Launch bn_finalize_kernel: (mean, var, scale, shift), float32 (C,)."""
     f32 = dict(dtype=torch.float32, device=device)
@@ -102,7 +82,7 @@ def _se_mlp(pooled, se_w1, se_b1, se_w2, se_b2, act: str):
     ``pooled`` and the SE weights, against a backward that reads the N*C*H*W-element x and grad_y
     twice each (and already runs four such products for the SE gradients)."""
     h1 = torch.addmm(se_b1.float(), pooled, se_w1.float().t())
-    h2 = torch.addmm(se_b2.float(), _act_torch(h1, act), se_w2.float().t())
+    h2 = torch.addmm(se_b2.float(), activations.act(act)(h1), se_w2.float().t())
     return h1, h2
 
 
@@ -112,7 +92,7 @@ def forward(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1, 
     statistics normalised with (training: the batch mean and biased variance), pooled the (N, C) SE
     input ``mean_hw(act(BN(z)))``, the three in ``stats_dtype(x)``."""
     N, C, H, W = x.shape
-    Ho, Wo = _out_size(H, W, stride)
+    Ho, Wo = span_output_size(H, W, stride)
     HWo = Ho * Wo
     xk = _kernel_layout(x)
     w9 = dw_weight.reshape(C, 9).contiguous()
@@ -139,7 +119,7 @@ def forward(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1, 
                          ACT=ACT, STRIDE=stride, BLOCK_P=bp, BLOCK_C=bc)
     pooled = ppool.view(N, T, C).sum(1) / HWo
     _h1, h2 = _se_mlp(pooled, se_w1, se_b1, se_w2, se_b2, act)
-    s = _gate_torch(h2, gate).contiguous()
+    s = activations.gate(gate)(h2).contiguous()
     y = torch.empty((N, C, Ho, Wo), dtype=x.dtype, device=dev, memory_format=output_format(x))
     dw_output_kernel[grid](xk, w9, scale, shift, s, y, C, H, W, Wo, HWo, T, *sx, *y.stride(),
                            ACT=ACT, STRIDE=stride, BLOCK_P=bp, BLOCK_C=bc)
@@ -152,11 +132,11 @@ def _se_backward(gy_d, pooled, se_w1, se_b1, se_w2, se_b2, HWo: int, act: str, g
     Returns (s, gpn, g_w1, g_b1, g_w2, g_b2): the gate s, and gpn = d loss / d d through the pooling
     per (n, c)."""
     h1, h2 = _se_mlp(pooled, se_w1, se_b1, se_w2, se_b2, act)
-    a1 = _act_torch(h1, act)
-    s = _gate_torch(h2, gate).contiguous()
-    gh2 = gy_d * _gate_grad_torch(h2, gate)
+    a1 = activations.act(act)(h1)
+    s = activations.gate(gate)(h2).contiguous()
+    gh2 = gy_d * activations.gate_grad(gate)(h2)
     g_w2, g_b2 = gh2.t() @ a1, gh2.sum(0)
-    gh1 = (gh2 @ se_w2.float()) * _act_grad_torch(h1, act)
+    gh1 = (gh2 @ se_w2.float()) * activations.act_grad(act)(h1)
     g_w1, g_b1 = gh1.t() @ pooled, gh1.sum(0)
     gpn = ((gh1 @ se_w1.float()) / HWo).contiguous()
     return s, gpn, g_w1, g_b1, g_w2, g_b2
@@ -167,7 +147,7 @@ def backward(grad_y, x, dw_weight, bn_weight, bn_bias, mean, var, pooled, se_w1,
     """Gradients (x, dw_weight, bn_weight, bn_bias, se_w1, se_b1, se_w2, se_b2), each in its
     tensor's dtype, from ``forward``'s mean/var (the statistics it normalised with) and pooled."""
     N, C, H, W = x.shape
-    Ho, Wo = _out_size(H, W, stride)
+    Ho, Wo = span_output_size(H, W, stride)
     HWo = Ho * Wo
     dev = x.device
     xk = _kernel_layout(x)

@@ -20,6 +20,11 @@ def output_format(t: torch.Tensor) -> torch.memory_format:
     return suggest_memory_format(t)
 
 
+def span_output_size(h: int, w: int, stride: int) -> tuple:
+    """``dw_bn_act_se``'s output height and width: a 3x3 depthwise conv with padding 1 at ``stride``."""
+    return (h - 1) // stride + 1, (w - 1) // stride + 1
+
+
 def stats_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype of ``dw_bn_act_se``'s mean, var and pooled: float64 for a float64 x, else float32
     (the C++ ``acc_type_for``; the Triton kernels accumulate in float32 either way)."""

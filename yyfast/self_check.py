@@ -30,6 +30,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from yyfast.kernels.output_spec import span_output_size
+
 #: (backend, op, device, dtype, training, variant) -> the error text, or None when the check passed.
 _RESULTS: Dict[Tuple, Optional[str]] = {}
 
@@ -99,7 +101,7 @@ def _span_problem(device, dtype, stride, act, gate, training, module):
     base = [rnd(n, c, h, w), rnd(c, 1, 3, 3, scale=0.3), rnd(c, scale=0.2, offset=1.0), rnd(c, scale=0.2),
             rnd(c, scale=0.1), rnd(c, scale=0.1).abs() + 0.5, rnd(hidden, c, scale=0.3), rnd(hidden, scale=0.1),
             rnd(c, hidden, scale=0.3), rnd(c, scale=0.1)]
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    ho, wo = span_output_size(h, w, stride)
     gy = rnd(n, c, ho, wo).to(dtype).contiguous(memory_format=torch.channels_last)
     grads = (0, 1, 2, 3, 6, 7, 8, 9)  # x, dw, gamma, beta, SE weights and biases
 

@@ -29,6 +29,8 @@ from typing import Optional
 
 import torch
 
+from yyfast.kernels.output_spec import span_output_size
+
 from ..config import ACTIVATIONS, FUSIONS, SE_GATES
 from .composed import dw_bn_act_se_reference, yinyang_fuse_reference
 
@@ -187,7 +189,7 @@ def dw_bn_act_se(x: torch.Tensor, dw_weight: torch.Tensor, bn_weight: torch.Tens
         if t.requires_grad:
             raise ValueError(f"{name} must not require grad: running statistics are updated in place and get no "
                              "gradient (register them as buffers, or pass a tensor with requires_grad=False)")
-    out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
+    out_h, out_w = span_output_size(height, width, stride)
     if training and n * out_h * out_w < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)} "
                          f"(depthwise output {n}x{out_h}x{out_w} per channel)")

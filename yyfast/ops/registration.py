@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from yyfast.kernels.output_spec import output_format, stats_dtype
+from yyfast.kernels.output_spec import output_format, span_output_size, stats_dtype
 
 from .double_backward import fuse_grads, span_grads
 from .schemas import op_names
@@ -22,7 +22,7 @@ from .schemas import op_names
 def _span_fake(x, dw_weight, bn_weight, bn_bias, running_mean, running_var, se_w1, se_b1, se_w2, se_b2, stride, eps,
                training, act, gate):
     n, c, h, w = x.shape
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    ho, wo = span_output_size(h, w, stride)
     acc = stats_dtype(x)
     y = torch.empty((n, c, ho, wo), dtype=x.dtype, device=x.device, memory_format=output_format(x))
     return y, x.new_empty((c,), dtype=acc), x.new_empty((c,), dtype=acc), x.new_empty((n, c), dtype=acc)
