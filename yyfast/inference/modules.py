@@ -71,17 +71,19 @@ class FoldedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if inplace:  # the fast graph: oneDNN post-ops on the CPU, in-place ops elsewhere
-            main = cpu_fusion.conv_act(self.conv1, x, self.act)
-            shortcut = shortcut_fast(self.shortcut, x)
-            return activations.act(self.act, inplace=True)(cpu_fusion.conv_add(self.conv2, main, shortcut))
+            return self._fast(x, cpu_fusion.conv_act, cpu_fusion.conv_add, cpu_fusion.run_conv)
         main = self.conv2(activations.act(self.act)(self.conv1(x)))
         return activations.act(self.act)(main + self.shortcut(x))
 
     def forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
         """The fast graph with ``cpu_fusion.usable(x)`` already checked by the caller."""
-        main = cpu_fusion.conv_act_onednn(self.conv1, x, self.act)
-        shortcut = shortcut_fast(self.shortcut, x, cpu_fusion.conv_onednn)
-        return activations.act(self.act, inplace=True)(cpu_fusion.conv_add_onednn(self.conv2, main, shortcut))
+        return self._fast(x, cpu_fusion.conv_act_onednn, cpu_fusion.conv_add_onednn, cpu_fusion.conv_onednn)
+
+    def _fast(self, x: torch.Tensor, conv_act, conv_add, run_conv) -> torch.Tensor:
+        """act(conv2(conv_act(conv1, x)) + shortcut(x)), the add and the last activation in place."""
+        main = conv_act(self.conv1, x, self.act)
+        shortcut = shortcut_fast(self.shortcut, x, run_conv)
+        return activations.act(self.act, inplace=True)(conv_add(self.conv2, main, shortcut))
 
 
 class FoldedSpan(nn.Module):
