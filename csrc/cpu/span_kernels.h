@@ -75,6 +75,13 @@ struct SpanCpuKernels {
   void (*bias_act)(float* y, const float* b, int act, int64_t rows, int64_t c);
   // y += b (+ res when res != nullptr) in place (rows x C): the projection GEMM's epilogue.
   void (*add_bias_rows)(float* y, const float* b, const float* res, int64_t rows, int64_t c);
+  // The eval 3x3 convolution by Winograd F(2x2, 3x3) (winograd_conv.cpp, winograd_kernels.inc), for tile
+  // rows [ty0, ty0 + rows) of one sample (tw tiles a row); c and cout multiples of 16.
+  // V (16, tiles, c) = B^T d B of each input tile.
+  void (*wino_input)(const float* x, int64_t h, int64_t w, int64_t c, int64_t ty0, int64_t rows, int64_t tw, float* v);
+  // y = act(A^T M A + bias (+ res)) for those tiles' in-image outputs; act < 0: no activation.
+  void (*wino_output)(const float* m, const float* bias, const float* res, int act, int64_t h, int64_t w, int64_t cout,
+                      int64_t ty0, int64_t rows, int64_t tw, float* y);
 };
 
 // The kernels for this CPU: AVX-512, else AVX2+FMA, when built in and supported, else the baseline build.

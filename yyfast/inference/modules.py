@@ -32,7 +32,7 @@ from torch import nn
 from .. import activations, cpu_fusion, ops
 from ..config import YYNetConfig
 from ..timm_interface import TimmInfo
-from . import arena, block_plan
+from . import arena, block_plan, winograd
 
 #: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
 #: exactly 1 in float32 and float64, so the op's normalisation is an exact no-op.
@@ -77,8 +77,19 @@ class FoldedResidual(nn.Module):
         return activations.act(self.act)(main + self.shortcut(x))
 
     def forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
-        """The fast graph with ``cpu_fusion.usable(x)`` already checked by the caller."""
-        return self._fast(x, cpu_fusion.conv_act_onednn, cpu_fusion.conv_add_onednn, cpu_fusion.conv_onednn)
+        """The fast graph with ``cpu_fusion.usable(x)`` and ``block_plan.usable(x)`` already checked by the
+        caller. A 3x3 convolution Winograd's op computes goes through it (``conv2`` with the shortcut's add
+        and the activation in the same call); the others through oneDNN."""
+        if not winograd.available():
+            return self._fast(x, cpu_fusion.conv_act_onednn, cpu_fusion.conv_add_onednn, cpu_fusion.conv_onednn)
+        if winograd.applies(self.conv1):
+            main = winograd.conv(self.conv1, x, self.act)
+        else:
+            main = cpu_fusion.conv_act_onednn(self.conv1, x, self.act)
+        shortcut = shortcut_fast(self.shortcut, x, cpu_fusion.conv_onednn)
+        if winograd.applies(self.conv2):
+            return winograd.conv(self.conv2, main, self.act, shortcut)
+        return activations.act(self.act, inplace=True)(cpu_fusion.conv_add_onednn(self.conv2, main, shortcut))
 
     def _fast(self, x: torch.Tensor, conv_act, conv_add, run_conv) -> torch.Tensor:
         """act(conv2(conv_act(conv1, x)) + shortcut(x)), the add and the last activation in place."""

@@ -1,0 +1,111 @@
+"""yyfast::conv3x3_winograd_eval (Winograd F(2x2, 3x3), float32 CPU, eval): against the float64
+convolution on awkward shapes, every epilogue, both work splits; its argument checks; and that the
+optimized model's stems use it."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inference_helpers import float64_reference, trained_like_
+from yyfast.inference import optimize_for_inference, winograd
+from yyfast.reference_model import ReferenceYYNet
+import yyfast
+
+pytestmark = pytest.mark.skipif(not winograd.available(), reason="the yyfast extension (Winograd op) is not built")
+
+ACTS = {"none": lambda t: t, "gelu": F.gelu, "silu": F.silu}
+
+
+def _conv(cin, cout, seed):
+    torch.manual_seed(seed)
+    return nn.Conv2d(cin, cout, 3, 1, 1).eval()
+
+
+def _expected(conv, x, act, residual):
+    ref = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    if residual is not None:
+        ref = ref + residual.double()
+    return ACTS[act](ref)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 64, 64, 32, 32), (3, 16, 32, 7, 9), (2, 32, 16, 1, 1),
+                                            (1, 48, 64, 5, 2), (5, 16, 16, 2, 13), (4, 64, 16, 17, 3)])
+@pytest.mark.parametrize("act,with_residual", [("none", False), ("gelu", True), ("silu", False), ("silu", True)])
+def test_matches_the_float64_convolution(threads, n, cin, cout, h, w, act, with_residual):
+    conv = _conv(cin, cout, seed=n * 100 + h)
+    x = torch.randn(n, cin, h, w).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(n, cout, h, w) if with_residual else None  # NCHW: the op takes any layout
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            out = winograd.conv(conv, x, act, residual)
+    finally:
+        torch.set_num_threads(before)
+    ref = _expected(conv, x, act, residual)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(out).all()
+    assert ((out.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item() < 2e-6
+
+
+def test_transformed_weights_reproduce_the_filter():
+    """U = G g G^T, and g is recovered from U by the left inverse of G: nothing lost in the transform."""
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    u = winograd.transform_weights(w).reshape(4, 4, 3, 5)
+    g = torch.tensor(winograd._G, dtype=torch.float64)
+    g_inv = torch.linalg.pinv(g)
+    back = torch.einsum("ax,xnco,bn->ocab", g_inv, u, g_inv)
+    assert torch.allclose(back, w, atol=1e-12)
+
+
+def test_weights_are_retransformed_after_an_in_place_edit():
+    conv = _conv(16, 16, seed=1)
+    x = torch.randn(1, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        winograd.conv(conv, x)
+        conv.weight.mul_(-2.0)
+        out = winograd.conv(conv, x)
+    assert ((out.double() - _expected(conv, x, "none", None)).abs().max()).item() < 1e-5
+
+
+@pytest.mark.parametrize("args,match", [
+    (lambda x, u, b: (x.double(), u, b, None, "none"), "x must be a 4-d float32 CPU tensor"),
+    (lambda x, u, b: (x, u[:, :8], b, None, "none"), "u must be a contiguous float32 CPU tensor of shape"),
+    (lambda x, u, b: (x, u, b[:8], None, "none"), "bias must be a contiguous float32 CPU tensor"),
+    (lambda x, u, b: (x, u, b, torch.zeros(1, 16, 3, 3), "none"), "residual must be a float32 CPU tensor"),
+    (lambda x, u, b: (x, u, b, None, "relu"), "act must be 'none', 'gelu' or 'silu'"),
+    (lambda x, u, b: (x[:, :8].contiguous(), u[:, :8].contiguous(), b, None, "none"),
+     "channel counts must be positive multiples of 16"),
+    (lambda x, u, b: (x[:0], u, b, None, "none"), "x must have no empty dimension"),
+])
+def test_bad_arguments_are_clear_errors(args, match):
+    conv = _conv(16, 16, seed=2)
+    x = torch.randn(2, 16, 4, 4)
+    u, b = winograd._packed(conv)
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.yyfast.conv3x3_winograd_eval(*args(x, u, b))
+
+
+def test_applies_only_to_the_geometry_it_computes():
+    assert winograd.applies(nn.Conv2d(16, 32, 3, 1, 1))
+    assert not winograd.applies(nn.Conv2d(16, 32, 3, 2, 1))            # stride 2
+    assert not winograd.applies(nn.Conv2d(3, 16, 3, 1, 1))             # Cin not a multiple of 16
+    assert not winograd.applies(nn.Conv2d(16, 16, 3, 1, 1, groups=16))  # depthwise
+    assert not winograd.applies(nn.Conv2d(16, 16, 1))                  # 1x1
+    assert not winograd.applies(nn.Conv2d(16, 16, 3, 1, 1).double())   # float64
+
+
+def test_the_optimized_stems_use_it_and_still_match_float64():
+    from torch.profiler import ProfilerActivity, profile
+
+    model = trained_like_(ReferenceYYNet(yyfast.get_config("yynet_small_16")), 0).eval()
+    fast = optimize_for_inference(model)
+    x = torch.randn(3, 3, 19, 14)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = fast(x)
+    names = {e.key for e in prof.key_averages()}
+    assert "yyfast::conv3x3_winograd_eval" in names
+    ref = float64_reference(model, x)
+    assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5

@@ -1,0 +1,56 @@
+"""The eval 3x3 convolutions by Winograd F(2x2, 3x3) (``yyfast::conv3x3_winograd_eval``, float32 CPU).
+
+oneDNN runs the stems' 64->64 3x3 convolutions at this CPU's peak already, so the only way to make
+them faster is fewer multiplications: F(2x2, 3x3) does 2.25x fewer (``csrc/cpu/winograd_conv.cpp``).
+This module prepares the transformed weights ``U = G g G^T`` once per convolution (in float64, then
+cast; cached on the module, rebuilt when the weight changes) and says where the op applies: a
+3x3, stride 1, padding 1, ungrouped convolution with channel counts that are multiples of 16.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import block_plan
+
+# F(2x2, 3x3)'s filter transform (B^T and A^T, additions only, are in the C++ kernels).
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def available() -> bool:
+    return block_plan.available() and hasattr(torch.ops.yyfast, "conv3x3_winograd_eval")
+
+
+def applies(conv: nn.Conv2d) -> bool:
+    """Whether ``conv``'s geometry is one the op computes."""
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.in_channels % 16 == 0
+            and conv.out_channels % 16 == 0 and conv.weight.dtype == torch.float32
+            and conv.weight.device.type == "cpu")
+
+
+def transform_weights(weight: torch.Tensor) -> torch.Tensor:
+    """``U = G g G^T`` for every (out, in) filter pair of ``weight`` (Cout, Cin, 3, 3): (16, Cin, Cout),
+    computed in float64 and returned in ``weight``'s dtype."""
+    g = torch.tensor(_G, dtype=torch.float64)
+    u = torch.einsum("xa,ocab,nb->xnco", g, weight.detach().to(torch.float64), g)
+    return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+
+
+def _packed(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    key = tuple((t.data_ptr(), t._version) for t in (conv.weight, conv.bias))
+    cached = conv.__dict__.get("_winograd")
+    if cached is None or cached[0] != key:
+        bias = conv.bias.detach().contiguous()
+        cached = (key, (transform_weights(conv.weight), bias))
+        conv.__dict__["_winograd"] = cached
+    return cached[1]
+
+
+def conv(conv: nn.Conv2d, x: torch.Tensor, act: str = "none", residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``act(conv(x) + residual)`` in one call (``act`` "none", "gelu" or "silu"); ``applies(conv)`` and a
+    float32 CPU ``x`` are the caller's to check."""
+    u, bias = _packed(conv)
+    return torch.ops.yyfast.conv3x3_winograd_eval(x, u, bias, residual, act)
