@@ -67,22 +67,30 @@ def test_folded_eval_matches_float64_reference(device, channels_last, discard):
 
 def test_cpu_eval_takes_onednn_post_ops(monkeypatch):
     """Without autograd on float32 CPU tensors, the folded convolutions carry their activation and
-    residual add as oneDNN post-ops; the result is still the float64 reference's."""
+    residual add as oneDNN post-ops, a Residual's 3x3 conv2 goes through the Winograd op (with its add
+    and activation) where it applies, and an MBConv is one block op (``cpu_eval``) where the extension
+    is built; every block takes exactly its path, and the result is still the float64 reference's."""
     from yyfast import cpu_fusion
+    from yyfast.cpu_eval import mbconv_op, winograd
 
     if not cpu_fusion.available():
         pytest.skip(f"oneDNN fused convolutions unavailable here: {cpu_fusion._STATE['reason']}")
-    calls = {"act": 0, "add": 0}
-    for name, key in (("conv_act_onednn", "act"), ("conv_add_onednn", "add")):
-        real = getattr(cpu_fusion, name)
-        monkeypatch.setattr(cpu_fusion, name, lambda *a, _real=real, _key=key, **k: (
+    calls = {"act": 0, "add": 0, "block": 0, "winograd": 0}
+    for module, name, key in ((cpu_fusion, "conv_act_onednn", "act"), (cpu_fusion, "conv_add_onednn", "add"),
+                              (mbconv_op, "run", "block"), (winograd, "conv_with", "winograd")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _key=key, **k: (
             calls.__setitem__(_key, calls[_key] + 1), _real(*a, **k))[1])
     ref, net = _pair()
     x = _x()
     with torch.no_grad():
         err = rel_err(net(x), ref(x.double()))
-    n_blocks = sum(isinstance(m, (FusedMBConv, FusedResidual)) for m in net.modules())
-    assert calls["act"] == n_blocks and calls["add"] == n_blocks, (calls, n_blocks)
+    residuals = [m for m in net.modules() if isinstance(m, FusedResidual)]
+    n_mb = sum(isinstance(m, FusedMBConv) for m in net.modules())
+    n_block = n_mb if mbconv_op.available() else 0
+    n_wino = sum(winograd.applies(m.conv2) for m in residuals) if winograd.available() else 0
+    assert calls == {"act": len(residuals) + n_mb - n_block, "add": len(residuals) - n_wino + n_mb - n_block,
+                     "block": n_block, "winograd": n_wino}, calls
     assert err < 2e-5, f"fused eval logits differ: {err:.3e}"
 
 

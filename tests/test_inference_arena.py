@@ -1,4 +1,4 @@
-"""The CPU memory arena of optimize_for_inference's forward (yyfast/inference/arena.py): the same
+"""The CPU memory arena of optimize_for_inference's forward (yyfast/cpu_eval/arena.py): the same
 results, no system allocations once warm, the allocator always put back, safe across threads."""
 import threading
 
@@ -7,10 +7,11 @@ import torch
 
 from helpers import rel_err
 from inference_helpers import float64_reference, trained_like_
-from yyfast.inference import arena, optimize_for_inference
-from yyfast.inference import modules as inference_modules
+from yyfast.cpu_eval import arena
+from yyfast.inference import optimize_for_inference
 from yyfast.reference_model import ReferenceYYNet
 import yyfast
+from yyfast import cpu_fusion
 
 needs_arena = pytest.mark.skipif(not arena.available(), reason="the yyfast extension (arena ops) is not built")
 
@@ -117,8 +118,26 @@ def test_one_channel_input_gets_channels_last_strides():
     shortcut in NCHW (slow). The fast graph restrides it; the values are the same tensor's."""
     x = torch.randn(3, 3, 7, 5).contiguous(memory_format=torch.channels_last)
     yin = x.mean(dim=1, keepdim=True)
-    fixed = inference_modules._one_channel_last(yin)
+    fixed = cpu_fusion.one_channel_last(yin)
     assert fixed.stride() == (35, 1, 5, 1)
     assert torch.equal(fixed, yin)
-    red = inference_modules._one_channel_last(x[:, :1])
+    red = cpu_fusion.one_channel_last(x[:, :1])
     assert red.stride() == (35, 1, 5, 1) and torch.equal(red, x[:, :1])
+
+
+@needs_arena
+def test_yynet_eval_without_autograd_uses_the_arena_and_training_does_not():
+    """issue 17 item 3: yyfast.YYNet's CPU eval forward shares the machinery (the arena here)."""
+    model = yyfast.create_model("yynet_small_16", backend="auto").eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        model(x)
+        model(x)
+        before = arena.stats()
+        model(x)
+    after = arena.stats()
+    assert after.misses == before.misses and after.hits > before.hits
+    model.train()
+    before = arena.stats()
+    model(x).sum().backward()
+    assert arena.stats().hits == before.hits, "a training forward allocated from the arena"

@@ -27,7 +27,8 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("reference", ("yyfast.reference_model", "yyfast.timm_interface", "yyfast.hub")),
     ("kernels", ("yyfast.kernels",)),
     ("ops", ("yyfast.ops", "yyfast._C", "yyfast.availability", "yyfast.self_check")),
-    ("model", ("yyfast.model", "yyfast.eval_fold", "yyfast.bn_fold", "yyfast.cpu_fusion", "yyfast.sync_bn")),
+    ("model", ("yyfast.model", "yyfast.eval_fold", "yyfast.bn_fold", "yyfast.cpu_fusion", "yyfast.sync_bn",
+               "yyfast.cpu_eval")),
     ("inference", ("yyfast.inference",)),
     # the package's front door and the tools built on everything
     ("apps", ("yyfast", "yyfast.train", "yyfast.convert", "yyfast.export", "yyfast.predict", "yyfast.evaluate",

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from inference_helpers import float64_reference, trained_like_
-from yyfast.inference import optimize_for_inference, winograd
+from yyfast.cpu_eval import winograd
+from yyfast.inference import optimize_for_inference
 from yyfast.reference_model import ReferenceYYNet
 import yyfast
 

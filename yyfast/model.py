@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from . import activations, cpu_fusion, ops
 from .bn_fold import fold_conv_bn, fold_expand
+from .cpu_eval import arena, mbconv_op, winograd
 from .config import BACKENDS, YYNetConfig, get_config, list_models
 from .eval_fold import FoldCache, bn_tensors, in_dtype
 from .reference_model import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
@@ -104,11 +105,25 @@ class FusedResidual(_FoldsInEval, Residual):
             (c1.weight, c1.bias, c2.weight, c2.bias, *bn_tensors(self.bn1), *bn_tensors(self.bn2)),
             lambda: in_dtype(c1.weight.dtype, *fold_conv_bn(c1, self.bn1), *fold_conv_bn(c2, self.bn2)))
         if self._cpu_fused(x):
+            if x.shape[1] == 1:
+                x = cpu_fusion.one_channel_last(x)  # else oneDNN writes the 1x1 shortcut in NCHW (slow)
             h = cpu_fusion.conv_act(c1, x, self.act_name, weight=w1, bias=b1)
+            if winograd.available() and winograd.applies(c2):
+                # The 3x3 conv by Winograd with the shortcut add and the activation (cpu_eval.winograd).
+                return winograd.conv_with(self._winograd_weights(w2), b2, h, self.act_name, self.shortcut(x))
             out = cpu_fusion.conv_add(c2, h, self.shortcut(x), weight=w2, bias=b2)
             return activations.act(self.act_name, inplace=True)(out)
         h = self.act1(F.conv2d(x, w1, b1, c1.stride, c1.padding))
         return self.act(self.shortcut(x) + F.conv2d(h, w2, b2, c2.stride, c2.padding))
+
+
+    def _winograd_weights(self, w2: torch.Tensor) -> torch.Tensor:
+        """conv2's Winograd weights for the folded ``w2``, kept while the fold cache returns that tensor."""
+        cached = self.__dict__.get("_winograd_u")
+        if cached is None or cached[0] is not w2:
+            cached = (w2, winograd.transform_weights(w2))
+            self.__dict__["_winograd_u"] = cached
+        return cached[1]
 
 
 class FusedMBConv(_FoldsInEval, MBConv):
@@ -118,6 +133,9 @@ class FusedMBConv(_FoldsInEval, MBConv):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._folds():
             return super().forward(x)
+        if self._block_op(x):
+            return mbconv_op.run(x, self.shortcut(x), self._packed(), self.span.stride, self.act_name,
+                                 self.span.gate_name)
         bn_in = None if self.discard_input_bn else self.bn_in
         sources = (self.expand.weight, self.project.weight, *bn_tensors(self.bn_expand), *bn_tensors(self.bn_project),
                    *(bn_tensors(bn_in) if bn_in is not None else ()))
@@ -129,6 +147,33 @@ class FusedMBConv(_FoldsInEval, MBConv):
             return cpu_fusion.conv_add(self.project, self.span(h), self.shortcut(x), weight=wp, bias=bp)
         h = self.span(self.act(F.conv2d(x, we, be)))
         return F.conv2d(h, wp, bp) + self.shortcut(x)
+
+    def _block_op(self, x: torch.Tensor) -> bool:
+        """The whole block as one ``yyfast::mbconv_eval`` call (``cpu_eval.mbconv_op``, what the folded model
+        runs): float32 CPU without autograd, where the span's backend resolves to the C++ one."""
+        return (self._cpu_fused(x) and mbconv_op.usable(x) and self.backend in ("auto", "cuda")
+                and ops.resolve_backend(self.backend, x.device, training=False) == "cuda")
+
+    def _packed(self):
+        """The block op's weights: every BatchNorm folded (``bn_in``, ``bn_expand``, the span's, ``bn_project``),
+        packed once and kept until a source tensor's values change (``FoldCache``, as for the other folds)."""
+        span, bn_in = self.span, (None if self.discard_input_bn else self.bn_in)
+        se = span.se
+        sources = (self.expand.weight, self.project.weight, span.conv.weight, *bn_tensors(self.bn_expand),
+                   *bn_tensors(self.bn_project), *bn_tensors(span.bn), se.fc1.weight, se.fc1.bias, se.fc2.weight,
+                   se.fc2.bias, *(bn_tensors(bn_in) if bn_in is not None else ()))
+        cache = self.__dict__.get("_block_fold")
+        if cache is None:
+            cache = self.__dict__["_block_fold"] = FoldCache()
+
+        def fold():
+            dtype = self.expand.weight.dtype
+            we, be = fold_expand(self)
+            wd, bd = fold_conv_bn(span.conv, span.bn)
+            wp, bp = fold_conv_bn(self.project, self.bn_project)
+            return mbconv_op.pack(*in_dtype(dtype, we, be, wd, bd), se.fc1.weight, se.fc1.bias, se.fc2.weight,
+                                  se.fc2.bias, *in_dtype(dtype, wp, bp))
+        return cache.get(sources, fold)
 
 
 class YYNet(ReferenceYYNet):
@@ -150,6 +195,16 @@ class YYNet(ReferenceYYNet):
         super().__init__(cfg, span_cls=FusedDWBNActSE, fusion_cls=FusedYinYangFusion, residual_cls=FusedResidual,
                          mbconv_cls=FusedMBConv)
         self.set_backend(backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference forward through the fused blocks; a float32-or-other CPU eval forward without
+        autograd allocates from the shared CPU arena (``cpu_eval.arena``: intermediates reused across calls)."""
+        if (not self.training and not torch.is_grad_enabled() and self.backend != "reference"
+                and isinstance(x, torch.Tensor) and x.device.type == "cpu" and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling()):
+            with arena.scope():
+                return super().forward(x)
+        return super().forward(x)
 
     def set_backend(self, backend: str) -> "YYNet":
         """Switch every fused span and the fusion to ``backend`` (validated now)."""

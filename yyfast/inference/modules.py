@@ -32,7 +32,8 @@ from torch import nn
 from .. import activations, cpu_fusion, ops
 from ..config import YYNetConfig
 from ..timm_interface import TimmInfo
-from . import arena, block_plan, winograd
+from ..cpu_eval import arena, winograd
+from . import block_plan
 
 #: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
 #: exactly 1 in float32 and float64, so the op's normalisation is an exact no-op.
@@ -174,17 +175,6 @@ class FoldedMBConv(nn.Module):
         return block_plan.run_block(self, x, shortcut_fast(self.shortcut, x, cpu_fusion.conv_onednn))
 
 
-def _one_channel_last(t: torch.Tensor) -> torch.Tensor:
-    """A contiguous (N, 1, H, W) tensor with channels_last strides (H*W, 1, W, 1).
-
-    A one-channel tensor is both layouts at once, and ``mean(dim=1)`` returns it with NCHW strides;
-    oneDNN then writes the Yin stem's 1x1 shortcut in NCHW, and its 3x3 conv + add ran 8.3 ms instead of
-    6.1 at batch 16 (the whole Yin Residual 9.5 -> 6.8 ms with these strides; 2-core EPYC, 2026-11-27)."""
-    t = t.contiguous()
-    n, _, height, width = t.shape
-    return t.as_strided(t.shape, (height * width, 1, width, 1))
-
-
 def _has_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
                 or nn.modules.module._global_forward_pre_hooks)
@@ -287,7 +277,7 @@ class InferenceYYNet(TimmInfo, nn.Module):
             onednn = (fast and span_backend == "cuda" and block_plan.usable(x) and cpu_fusion.usable(x))
             yin_in = x.mean(dim=1, keepdim=True) if self.config.yin_input == "mean" else x[:, :1]
             if self.channels_last:
-                yin_in = _one_channel_last(yin_in)
+                yin_in = cpu_fusion.one_channel_last(yin_in)
             a = self._blocks(self.yang, x, span_backend, fast, onednn)
             i = self._blocks(self.yin, yin_in, span_backend, fast, onednn)
             return self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast, onednn)
@@ -303,7 +293,7 @@ class InferenceYYNet(TimmInfo, nn.Module):
 
     def _memory_scope(self, x: torch.Tensor):
         """``arena.scope()`` for the fast graph on the CPU (intermediates reused across calls, see
-        ``inference/arena.py``); otherwise nothing."""
+        ``cpu_eval/arena.py``); otherwise nothing."""
         if (self.graph == "fast" and isinstance(x, torch.Tensor) and x.device.type == "cpu"
                 and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
             return arena.scope()

@@ -13,14 +13,14 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from . import block_plan
+from . import mbconv_op
 
 # F(2x2, 3x3)'s filter transform (B^T and A^T, additions only, are in the C++ kernels).
 _G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
 def available() -> bool:
-    return block_plan.available() and hasattr(torch.ops.yyfast, "conv3x3_winograd_eval")
+    return mbconv_op.available() and hasattr(torch.ops.yyfast, "conv3x3_winograd_eval")
 
 
 def applies(conv: nn.Conv2d) -> bool:
@@ -54,3 +54,9 @@ def conv(conv: nn.Conv2d, x: torch.Tensor, act: str = "none", residual: Optional
     float32 CPU ``x`` are the caller's to check."""
     u, bias = _packed(conv)
     return torch.ops.yyfast.conv3x3_winograd_eval(x, u, bias, residual, act)
+
+
+def conv_with(u: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, act: str = "none",
+              residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The same with weights already transformed (``transform_weights``) and the bias given."""
+    return torch.ops.yyfast.conv3x3_winograd_eval(x, u, bias.contiguous(), residual, act)

@@ -1,4 +1,4 @@
-"""The CPU memory arena of ``optimize_for_inference``'s forward (``csrc/cpu/inference_arena.cpp``).
+"""The CPU memory arena of the float32 CPU eval forwards (``csrc/cpu/inference_arena.cpp``).
 
 glibc gives large freed blocks back to the kernel, so each forward page-faulted every intermediate
 again (batch 256: 1019 ms against 808 ms when glibc was told to keep them; issue 17). Inside
@@ -18,7 +18,7 @@ from typing import Iterator, NamedTuple
 
 import torch
 
-from . import block_plan
+from . import mbconv_op
 
 
 class ArenaStats(NamedTuple):
@@ -30,7 +30,7 @@ class ArenaStats(NamedTuple):
 
 def available() -> bool:
     """Whether the extension with the arena ops is built and loads here."""
-    return block_plan.available() and hasattr(torch.ops.yyfast, "arena_enter")
+    return mbconv_op.available() and hasattr(torch.ops.yyfast, "arena_enter")
 
 
 @contextlib.contextmanager
