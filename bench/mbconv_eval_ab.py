@@ -20,6 +20,7 @@ import time
 import torch
 
 from yyfast import create_model
+from yyfast.cpu_eval import mbconv_op
 from yyfast.inference import block_plan, optimize_for_inference
 from yyfast.inference.modules import FoldedMBConv
 
@@ -38,7 +39,8 @@ def variant(name: str, block):
     op = getattr(torch.ops.yyfast, name)
     w = block_plan.packed_weights(block)
     span = block.span
-    return lambda x, r: op(x, r, *w, span.stride, block.act, span.gate)
+    own = mbconv_op.owns_shortcut(w)  # the op computes the shortcut itself: r is not passed
+    return lambda x, r: op(x, None if own else r, *w[:10], span.stride, block.act, span.gate, w[10])
 
 
 def main(argv=None) -> None:

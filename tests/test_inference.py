@@ -224,7 +224,7 @@ def test_block_op_matches_float64_blocks_awkward_shapes(channels_last):
         ref = copy.deepcopy(block).double()(x.double(), "plain")
         res = x if isinstance(block.shortcut, nn.Identity) else block.shortcut(x)
         with torch.no_grad():
-            out = block_plan.run_block(block, x, res)
+            out = block_plan.run_block(block, x, lambda _x, _res=res: _res)
         assert out.is_contiguous(memory_format=torch.channels_last)
         assert rel_err(out, ref) < 1e-5, f"stride {block.span.stride}"
 
@@ -255,7 +255,7 @@ def test_block_op_paths_match_float64_every_batch_layout_and_thread_count(act, g
                 ref = ref_block(x.double(), "plain")
                 with torch.no_grad():
                     res = x if isinstance(block.shortcut, nn.Identity) else block.shortcut(x)
-                    out = block_plan.run_block(block, x, res)
+                    out = block_plan.run_block(block, x, lambda _x, _res=res: _res)
                 err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
                 assert err < 1e-5, (block.span.stride, nthreads, batch, height, width, cl, err)
     finally:
@@ -269,8 +269,12 @@ def _cpu_isas():
     return __import__("yyfast._C")._C.cpu_isas() if block_plan.available() else ["none"]
 
 
-def _mbconv_float64(x, res, we, be, wd, bd, w1t, b1, w2t, b2, wp, bp, stride, act, gate):
-    """The op's contract in float64, from its packed weights (block_plan's layouts)."""
+def _mbconv_float64(x, res, we, be, wd, bd, w1t, b1, w2t, b2, wp, bp, stride, act, gate, wsc=None):
+    """The op's contract in float64, from its packed weights (block_plan's layouts); ``wsc`` (Cin, Cout):
+    the op adds the shortcut ``pool(x) @ wsc`` itself (pool: MaxPool(3, stride, 1) at stride 2)."""
+    if wsc is not None:
+        src = x.double() if stride == 1 else nn.functional.max_pool2d(x.double(), 3, stride, 1)
+        res = (src.permute(0, 2, 3, 1) @ wsc.double()).permute(0, 3, 1, 2)
     f = nn.functional
     actf = {"gelu": f.gelu, "silu": f.silu}[act]
     x = x.double().permute(0, 2, 3, 1)                                           # (N, H, W, Cin)
@@ -290,7 +294,8 @@ def _mbconv_float64(x, res, we, be, wd, bd, w1t, b1, w2t, b2, wp, bp, stride, ac
 def test_block_op_each_isa_channels_off_the_vector_width(isa):
     """Channel counts that leave a tail after every vector width (Ce = 20: 16 + 4, 8 + 8 + 4), with each
     build of the span kernels, both parallel paths (batch 1 and 3 split rows over 2 threads, 4 does
-    not), both strides, with and without a residual."""
+    not), both strides, with and without a residual, and with the shortcut computed in the op (a 1x1
+    conv at stride 1, max pool + 1x1 conv at stride 2)."""
     import yyfast._C as ext
 
     gen = torch.Generator().manual_seed(3)
@@ -301,14 +306,19 @@ def test_block_op_each_isa_channels_off_the_vector_width(isa):
     ext.set_cpu_isa(isa)
     torch.set_num_threads(2)
     try:
-        for batch, (height, width), stride, act, gate in ((1, (9, 7), 1, "gelu", "sigmoid"),
-                                                          (3, (6, 11), 2, "silu", "hardsigmoid"),
-                                                          (4, (5, 5), 1, "silu", "sigmoid")):
+        wsc = 0.4 * torch.randn(cin, cout, generator=gen)
+        for batch, (height, width), stride, act, gate, own in ((1, (9, 7), 1, "gelu", "sigmoid", False),
+                                                               (3, (6, 11), 2, "silu", "hardsigmoid", False),
+                                                               (4, (5, 5), 1, "silu", "sigmoid", False),
+                                                               (1, (9, 7), 2, "gelu", "sigmoid", True),
+                                                               (3, (6, 11), 1, "silu", "hardsigmoid", True),
+                                                               (4, (5, 5), 2, "silu", "sigmoid", True)):
             x = torch.randn(batch, cin, height, width, generator=gen).contiguous(memory_format=torch.channels_last)
             ho, wo = (height - 1) // stride + 1, (width - 1) // stride + 1
-            res = torch.randn(batch, cout, ho, wo, generator=gen) if stride == 1 else None
-            out = torch.ops.yyfast.mbconv_eval(x, res, *w, stride, act, gate)
-            ref = _mbconv_float64(x, res, *w, stride, act, gate)
+            res = torch.randn(batch, cout, ho, wo, generator=gen) if stride == 1 and not own else None
+            shortcut = wsc if own else None
+            out = torch.ops.yyfast.mbconv_eval(x, res, *w, stride, act, gate, shortcut)
+            ref = _mbconv_float64(x, res, *w, stride, act, gate, shortcut)
             err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
             assert err < 1e-5, (isa, batch, height, width, stride, err)
     finally:
@@ -380,7 +390,7 @@ def test_block_op_rejects_bad_arguments():
     block = next(b for b in optimize_for_inference(_model("yynet_small_16", {})).modules()
                  if isinstance(b, FoldedMBConv))
     x = torch.randn(2, block.expand.in_channels, 8, 8)
-    w = block_plan.packed_weights(block)
+    w = block_plan.packed_weights(block)[:10]
     op = torch.ops.yyfast.mbconv_eval
     with pytest.raises(RuntimeError, match="x must be a 4-d float32"):
         op(x.double(), None, *w, 1, "gelu", "sigmoid")
@@ -392,3 +402,8 @@ def test_block_op_rejects_bad_arguments():
         op(x, None, *w, 1, "relu", "sigmoid")
     with pytest.raises(RuntimeError, match="residual must be"):
         op(x, torch.randn(2, 1, 8, 8), *w, 1, "gelu", "sigmoid")
+    cout = w[9].numel()
+    with pytest.raises(RuntimeError, match="shortcut_wt must have shape"):
+        op(x, None, *w, 1, "gelu", "sigmoid", torch.randn(x.shape[1] + 1, cout))
+    with pytest.raises(RuntimeError, match="give residual or shortcut_wt, not both"):
+        op(x, torch.randn(2, cout, 8, 8), *w, 1, "gelu", "sigmoid", torch.randn(x.shape[1], cout))

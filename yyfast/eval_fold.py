@@ -62,6 +62,6 @@ class FoldCache:
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return compute()
         if not self._unchanged(sources):
-            self._value = tuple(v.detach() for v in compute())
+            self._value = tuple(None if v is None else v.detach() for v in compute())
             self._sources = tuple(t.detach().clone() for t in sources)
         return self._value

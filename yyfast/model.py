@@ -134,8 +134,9 @@ class FusedMBConv(_FoldsInEval, MBConv):
         if not self._folds():
             return super().forward(x)
         if self._block_op(x):
-            return mbconv_op.run(x, self.shortcut(x), self._packed(), self.span.stride, self.act_name,
-                                 self.span.gate_name)
+            packed = self._packed()
+            residual = None if mbconv_op.owns_shortcut(packed) else self.shortcut(x)
+            return mbconv_op.run(x, residual, packed, self.span.stride, self.act_name, self.span.gate_name)
         bn_in = None if self.discard_input_bn else self.bn_in
         sources = (self.expand.weight, self.project.weight, *bn_tensors(self.bn_expand), *bn_tensors(self.bn_project),
                    *(bn_tensors(bn_in) if bn_in is not None else ()))
@@ -159,9 +160,11 @@ class FusedMBConv(_FoldsInEval, MBConv):
         packed once and kept until a source tensor's values change (``FoldCache``, as for the other folds)."""
         span, bn_in = self.span, (None if self.discard_input_bn else self.bn_in)
         se = span.se
+        shortcut = mbconv_op.shortcut_weights(self.shortcut, span.stride) or ()
         sources = (self.expand.weight, self.project.weight, span.conv.weight, *bn_tensors(self.bn_expand),
                    *bn_tensors(self.bn_project), *bn_tensors(span.bn), se.fc1.weight, se.fc1.bias, se.fc2.weight,
-                   se.fc2.bias, *(bn_tensors(bn_in) if bn_in is not None else ()))
+                   se.fc2.bias, *(bn_tensors(bn_in) if bn_in is not None else ()),
+                   *(t for t in shortcut if t is not None))
         cache = self.__dict__.get("_block_fold")
         if cache is None:
             cache = self.__dict__["_block_fold"] = FoldCache()
@@ -172,7 +175,7 @@ class FusedMBConv(_FoldsInEval, MBConv):
             wd, bd = fold_conv_bn(span.conv, span.bn)
             wp, bp = fold_conv_bn(self.project, self.bn_project)
             return mbconv_op.pack(*in_dtype(dtype, we, be, wd, bd), se.fc1.weight, se.fc1.bias, se.fc2.weight,
-                                  se.fc2.bias, *in_dtype(dtype, wp, bp))
+                                  se.fc2.bias, *in_dtype(dtype, wp, bp), *shortcut)
         return cache.get(sources, fold)
 
 

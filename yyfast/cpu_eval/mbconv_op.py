@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+from torch import nn
 
 _STATE = {"checked": False, "ok": False}
 
@@ -33,12 +34,33 @@ def usable(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and available())
 
 
-def pack(we, be, wd, bd, w1, b1, w2, b2, wp, bp) -> Tuple[torch.Tensor, ...]:
+def shortcut_weights(shortcut: nn.Module, stride: int) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """The (weight, bias) of an MBConv shortcut the op computes itself: ``MaxPool(3, stride, 1) -> 1x1 conv``
+    at stride 2 or a 1x1 conv at stride 1 (the reference's two forms). None for an identity or any other
+    module (the caller passes its output as ``residual``)."""
+    pool, conv = (shortcut[0], shortcut[1]) if isinstance(shortcut, nn.Sequential) and len(shortcut) == 2 else (
+        None, shortcut)
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
+        return None
+    if stride == 1 and pool is None:
+        return conv.weight, conv.bias
+    if (stride == 2 and isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (3, (3, 3))
+            and pool.stride in (2, (2, 2)) and pool.padding in (1, (1, 1)) and pool.dilation in (1, (1, 1))
+            and not pool.ceil_mode):
+        return conv.weight, conv.bias
+    return None
+
+
+def pack(we, be, wd, bd, w1, b1, w2, b2, wp, bp, shortcut_w=None, shortcut_b=None) -> Tuple[torch.Tensor, ...]:
     """The op's weight arguments, in schema order, from the folded block's: expand (Ce, Cin[, 1, 1]) and
     its bias, the depthwise conv (Ce, 1, 3, 3) with its BatchNorm folded and its bias, the SE's two
-    linear maps (hid, Ce) / (Ce, hid) with biases, the projection (Cout, Ce[, 1, 1]) and its bias."""
+    linear maps (hid, Ce) / (Ce, hid) with biases, the projection (Cout, Ce[, 1, 1]) and its bias, then
+    the shortcut's 1x1 weight (Cout, Cin, 1, 1) or None (its bias, if any, joins the projection's)."""
     we, be, wd, bd, w1, b1, w2, b2, wp, bp = (t.detach() for t in (we, be, wd, bd, w1, b1, w2, b2, wp, bp))
     ce = be.numel()
+    if shortcut_b is not None:
+        bp = bp + shortcut_b.detach()
+    wsc = None if shortcut_w is None else shortcut_w.detach().reshape(shortcut_w.shape[0], -1).t().contiguous()
     return (we.reshape(we.shape[0], -1).t().contiguous(),   # (Cin, Ce)
             be.contiguous(),
             wd.reshape(ce, 9).t().contiguous(),             # (9, Ce)
@@ -48,10 +70,17 @@ def pack(we, be, wd, bd, w1, b1, w2, b2, wp, bp) -> Tuple[torch.Tensor, ...]:
             w2.reshape(ce, -1).t().contiguous(),            # (hid, Ce)
             b2.contiguous(),
             wp.reshape(wp.shape[0], ce).t().contiguous(),   # (Ce, Cout)
-            bp.contiguous())
+            bp.contiguous(),
+            wsc)                                            # (Cin, Cout) or None
+
+
+def owns_shortcut(packed: Tuple[torch.Tensor, ...]) -> bool:
+    """Whether the op computes the block's shortcut itself (the caller passes no residual)."""
+    return packed[10] is not None
 
 
 def run(x: torch.Tensor, residual: Optional[torch.Tensor], packed: Tuple[torch.Tensor, ...], stride: int, act: str,
         gate: str) -> torch.Tensor:
-    """``project'(span'(act(expand'(x)))) + residual`` in one call (channels_last output)."""
-    return torch.ops.yyfast.mbconv_eval(x, residual, *packed, stride, act, gate)
+    """``project'(span'(act(expand'(x)))) + residual`` (or + the shortcut, when ``packed`` has it) in one
+    call (channels_last output)."""
+    return torch.ops.yyfast.mbconv_eval(x, residual, *packed[:10], stride, act, gate, packed[10])

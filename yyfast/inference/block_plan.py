@@ -2,7 +2,7 @@
 the packed weights cached on the block, rebuilt if a weight tensor is replaced or modified in place."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
@@ -14,12 +14,13 @@ usable = mbconv_op.usable
 
 def _sources(block):
     span = block.span
+    shortcut = mbconv_op.shortcut_weights(block.shortcut, span.stride) or (None, None)
     return (block.expand.weight, block.expand.bias, span.conv.weight, span.conv.bias, span.fc1.weight,
-            span.fc1.bias, span.fc2.weight, span.fc2.bias, block.project.weight, block.project.bias)
+            span.fc1.bias, span.fc2.weight, span.fc2.bias, block.project.weight, block.project.bias, *shortcut)
 
 
 def _key(block) -> Tuple:
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in _sources(block))
+    return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in _sources(block))
 
 
 def packed_weights(block) -> Tuple[torch.Tensor, ...]:
@@ -33,6 +34,9 @@ def packed_weights(block) -> Tuple[torch.Tensor, ...]:
     return packed
 
 
-def run_block(block, x: torch.Tensor, residual: Optional[torch.Tensor]) -> torch.Tensor:
-    """``project'(span'(act(expand'(x)))) + residual`` in one call (channels_last output)."""
-    return mbconv_op.run(x, residual, packed_weights(block), block.span.stride, block.act, block.span.gate)
+def run_block(block, x: torch.Tensor, shortcut) -> torch.Tensor:
+    """``project'(span'(act(expand'(x)))) + shortcut(x)`` in one call (channels_last output); ``shortcut(x)``
+    is called only for a shortcut the op does not compute itself (``mbconv_op.shortcut_weights``)."""
+    packed = packed_weights(block)
+    residual = None if mbconv_op.owns_shortcut(packed) else shortcut(x)
+    return mbconv_op.run(x, residual, packed, block.span.stride, block.act, block.span.gate)

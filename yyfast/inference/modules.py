@@ -159,7 +159,7 @@ class FoldedMBConv(nn.Module):
         ``span_backend`` the concrete backend it resolves to, which picks the code path here."""
         if inplace and span_backend == "cuda" and block_plan.usable(x):
             # the whole block in one C++ call (the C++ backend on a float32 CPU tensor): no expanded tensors
-            return block_plan.run_block(self, x, shortcut_fast(self.shortcut, x))
+            return block_plan.run_block(self, x, lambda t: shortcut_fast(self.shortcut, t))
         h = cpu_fusion.conv_act(self.expand, x, self.act) if inplace else activations.act(self.act)(self.expand(x))
         if span_backend != "plain":
             out = self.project(self.span.fused(h, op_backend or span_backend))
@@ -172,7 +172,7 @@ class FoldedMBConv(nn.Module):
 
     def forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
         """The block op with ``block_plan.usable(x)`` and ``cpu_fusion.usable(x)`` already checked."""
-        return block_plan.run_block(self, x, shortcut_fast(self.shortcut, x, cpu_fusion.conv_onednn))
+        return block_plan.run_block(self, x, lambda t: shortcut_fast(self.shortcut, t, cpu_fusion.conv_onednn))
 
 
 def _has_hooks(module: nn.Module) -> bool:
