@@ -200,11 +200,11 @@ needs_block_op = pytest.mark.skipif(not __import__("yyfast.inference.block_plan"
 
 
 def _block_calls(monkeypatch):
-    from yyfast.inference import block_plan
+    from yyfast.cpu_eval import mbconv_op
 
     calls = []
-    real = block_plan.run_block
-    monkeypatch.setattr(block_plan, "run_block", lambda *a: calls.append(1) or real(*a))
+    real = mbconv_op.run
+    monkeypatch.setattr(mbconv_op, "run", lambda *a: calls.append(1) or real(*a))
     return calls
 
 

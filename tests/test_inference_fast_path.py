@@ -67,3 +67,35 @@ def test_block_hooks_still_fire_and_blocks_with_hooks_agree():
             h.remove()
     assert seen == [type(b).__name__ for b in fast.yin]
     assert rel_err(hooked, plain) < 1e-6
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_weight_edits_after_a_forward_are_seen(seed):
+    """The fast graph prepares weights once (the block op's packing, Winograd's transform, the bound
+    per-block calls); any edit of any parameter afterwards (in place, through ``.data``, or a new
+    tensor) must show in the next output. Random parameters and edit kinds, each checked against the
+    plain graph (standard ops reading the parameters directly, nothing cached)."""
+    import random
+
+    rng = random.Random(seed)
+    fast = optimize_for_inference(_model({}, seed=seed))
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    params = list(fast.named_parameters())
+    for step in range(6):
+        fast(x)  # whatever is prepared, is prepared now
+        name, p = rng.choice(params)
+        how = rng.choice(["mul_", "data_copy_", "data_assign", "add_"])
+        with torch.no_grad():
+            if how == "mul_":
+                p.mul_(-1.5)
+            elif how == "data_copy_":
+                p.data.copy_(torch.randn_like(p) * 0.1)
+            elif how == "data_assign":
+                p.data = p.data * 0.5 + 0.01
+            else:
+                p.add_(0.05)
+        got = fast(x)
+        fast.graph = "plain"
+        want = fast(x)
+        fast.graph = "fast"
+        assert rel_err(got, want) < 1e-5, f"seed {seed} step {step}: {how} on {name} not seen"

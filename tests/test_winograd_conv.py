@@ -84,7 +84,7 @@ def test_weights_are_retransformed_after_an_in_place_edit():
 def test_bad_arguments_are_clear_errors(args, match):
     conv = _conv(16, 16, seed=2)
     x = torch.randn(2, 16, 4, 4)
-    u, b = winograd._packed(conv)
+    u, b = winograd.packed(conv)
     with pytest.raises(RuntimeError, match=match):
         torch.ops.yyfast.conv3x3_winograd_eval(*args(x, u, b))
 

@@ -39,7 +39,8 @@ def transform_weights(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
-def _packed(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+def packed(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``conv``'s transformed weights and its bias, cached on it until either is replaced or modified."""
     key = tuple((t.data_ptr(), t._version) for t in (conv.weight, conv.bias))
     cached = conv.__dict__.get("_winograd")
     if cached is None or cached[0] != key:
@@ -52,7 +53,7 @@ def _packed(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
 def conv(conv: nn.Conv2d, x: torch.Tensor, act: str = "none", residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``act(conv(x) + residual)`` in one call (``act`` "none", "gelu" or "silu"); ``applies(conv)`` and a
     float32 CPU ``x`` are the caller's to check."""
-    u, bias = _packed(conv)
+    u, bias = packed(conv)
     return torch.ops.yyfast.conv3x3_winograd_eval(x, u, bias, residual, act)
 
 

@@ -23,7 +23,7 @@ Three ways to run (``InferenceYYNet.graph``):
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from torch import nn
 from .. import activations, cpu_fusion, ops
 from ..config import YYNetConfig
 from ..timm_interface import TimmInfo
-from ..cpu_eval import arena, winograd
+from ..cpu_eval import arena, mbconv_op, winograd
 from . import block_plan
 
 #: An identity BatchNorm for the fused op: with running_var 1 and this eps, var + eps rounds to
@@ -77,20 +77,26 @@ class FoldedResidual(nn.Module):
         main = self.conv2(activations.act(self.act)(self.conv1(x)))
         return activations.act(self.act)(main + self.shortcut(x))
 
-    def forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
-        """The fast graph with ``cpu_fusion.usable(x)`` and ``block_plan.usable(x)`` already checked by the
-        caller. A 3x3 convolution Winograd's op computes goes through it (``conv2`` with the shortcut's add
-        and the activation in the same call); the others through oneDNN."""
+    def bind_onednn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """This block's fast-graph forward for float32 CPU tensors (``cpu_fusion.usable`` and
+        ``block_plan.usable`` checked by the caller) with every weight prepared now: a 3x3 convolution
+        Winograd's op computes goes through it (``conv2`` with the shortcut's add and the activation in
+        the same call), the others through oneDNN. ``InferenceYYNet`` binds again when a weight changes."""
+        conv1, conv2, shortcut, act = self.conv1, self.conv2, self.shortcut, self.act
         if not winograd.available():
-            return self._fast(x, cpu_fusion.conv_act_onednn, cpu_fusion.conv_add_onednn, cpu_fusion.conv_onednn)
-        if winograd.applies(self.conv1):
-            main = winograd.conv(self.conv1, x, self.act)
+            return lambda x: self._fast(x, cpu_fusion.conv_act_onednn, cpu_fusion.conv_add_onednn,
+                                        cpu_fusion.conv_onednn)
+        if winograd.applies(conv1):
+            u1, b1 = winograd.packed(conv1)
+            first = lambda x: winograd.conv_with(u1, b1, x, act)  # noqa: E731
         else:
-            main = cpu_fusion.conv_act_onednn(self.conv1, x, self.act)
-        shortcut = shortcut_fast(self.shortcut, x, cpu_fusion.conv_onednn)
-        if winograd.applies(self.conv2):
-            return winograd.conv(self.conv2, main, self.act, shortcut)
-        return activations.act(self.act, inplace=True)(cpu_fusion.conv_add_onednn(self.conv2, main, shortcut))
+            first = lambda x: cpu_fusion.conv_act_onednn(conv1, x, act)  # noqa: E731
+        if winograd.applies(conv2):
+            u2, b2 = winograd.packed(conv2)
+            return lambda x: winograd.conv_with(u2, b2, first(x), act,
+                                                shortcut_fast(shortcut, x, cpu_fusion.conv_onednn))
+        return lambda x: activations.act(act, inplace=True)(
+            cpu_fusion.conv_add_onednn(conv2, first(x), shortcut_fast(shortcut, x, cpu_fusion.conv_onednn)))
 
     def _fast(self, x: torch.Tensor, conv_act, conv_add, run_conv) -> torch.Tensor:
         """act(conv2(conv_act(conv1, x)) + shortcut(x)), the add and the last activation in place."""
@@ -170,9 +176,14 @@ class FoldedMBConv(nn.Module):
             out = self.project(self.span(h, inplace))
         return out.add_(shortcut_fast(self.shortcut, x)) if inplace else out + self.shortcut(x)
 
-    def forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
-        """The block op with ``block_plan.usable(x)`` and ``cpu_fusion.usable(x)`` already checked."""
-        return block_plan.run_block(self, x, lambda t: shortcut_fast(self.shortcut, t, cpu_fusion.conv_onednn))
+    def bind_onednn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The block op with its weights packed now (``block_plan.usable`` and ``cpu_fusion.usable`` are the
+        caller's to check; ``InferenceYYNet`` binds again when a weight changes)."""
+        packed, shortcut = block_plan.packed_weights(self), self.shortcut
+        stride, act, gate = self.span.stride, self.act, self.span.gate
+        if mbconv_op.owns_shortcut(packed):
+            return lambda x: mbconv_op.run(x, None, packed, stride, act, gate)
+        return lambda x: mbconv_op.run(x, shortcut_fast(shortcut, x, cpu_fusion.conv_onednn), packed, stride, act, gate)
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -240,19 +251,36 @@ class InferenceYYNet(TimmInfo, nn.Module):
         return "auto" if self.backend == "auto" else span_backend
 
     def _blocks(self, blocks: nn.ModuleList, x: torch.Tensor, span_backend: str, fast: bool,
-                onednn: bool = False) -> torch.Tensor:
-        for block in blocks:
-            if onednn and not _has_hooks(block):
-                # Batch-1 overhead: the block's oneDNN/block-op calls directly, checked once per forward,
-                # without nn.Module's call machinery (a block with hooks still goes through it).
-                # Interleaved A/B in one process, yynet_small_64 fp32, 1 thread, medians of 150 (b1) and
-                # 20 (b16) rounds on a loaded 2-core VM: 1.043x at b1, 1.064x at b16, 2026-11-27.
-                x = block.forward_onednn(x)
+                bound: Optional[List[Callable[[torch.Tensor], torch.Tensor]]] = None) -> torch.Tensor:
+        for k, block in enumerate(blocks):
+            if bound is not None and not _has_hooks(block):
+                # Batch-1 overhead: the block's ops with every argument bound (``_bound``), without
+                # nn.Module's call machinery or per-call weight checks (a block with hooks still goes
+                # through its module call). yynet_small_64 fp32 batch 1, 2-core EPYC: see ``_bound``.
+                x = bound[k](x)
             elif isinstance(block, FoldedMBConv):
                 x = block(x, span_backend, inplace=fast, fold_se=fast, op_backend=self._op_backend(span_backend))
             else:
                 x = block(x, inplace=fast)
         return x
+
+    def _bound(self) -> Dict[str, List[Callable[[torch.Tensor], torch.Tensor]]]:
+        """Every block's ``bind_onednn()``, kept while the module tree and every parameter's values are the
+        same as when they were bound (one ``yyfast::same_values`` call over a snapshot of the parameters:
+        version counters miss writes through ``.data``). On any change every block's prepared weights
+        (the block op's packing, Winograd's transform) are dropped and bound again."""
+        modules = list(self.modules())
+        params = [p.detach() for m in modules for p in m._parameters.values() if p is not None]
+        ids = tuple(map(id, modules))
+        cached = self.__dict__.get("_bound_blocks")
+        if cached is not None and cached[0] == ids and torch.ops.yyfast.same_values(params, cached[1]):
+            return cached[2]
+        for m in modules:  # version-keyed caches can miss a .data write: prepare everything again
+            m.__dict__.pop("_packed", None)
+            m.__dict__.pop("_winograd", None)
+        bound = {name: [b.bind_onednn() for b in getattr(self, name)] for name in ("yang", "yin", "single_path")}
+        self.__dict__["_bound_blocks"] = (ids, [p.clone() for p in params], bound)
+        return bound
 
     def _fuse(self, a: torch.Tensor, i: torch.Tensor, span_backend: str) -> torch.Tensor:
         if span_backend != "plain":
@@ -275,12 +303,14 @@ class InferenceYYNet(TimmInfo, nn.Module):
                 x = x.contiguous(memory_format=torch.channels_last)
             span_backend = self.span_backend(x.device)
             onednn = (fast and span_backend == "cuda" and block_plan.usable(x) and cpu_fusion.usable(x))
+            bound = self._bound() if onednn else {}
             yin_in = x.mean(dim=1, keepdim=True) if self.config.yin_input == "mean" else x[:, :1]
             if self.channels_last:
                 yin_in = cpu_fusion.one_channel_last(yin_in)
-            a = self._blocks(self.yang, x, span_backend, fast, onednn)
-            i = self._blocks(self.yin, yin_in, span_backend, fast, onednn)
-            return self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast, onednn)
+            a = self._blocks(self.yang, x, span_backend, fast, bound.get("yang"))
+            i = self._blocks(self.yin, yin_in, span_backend, fast, bound.get("yin"))
+            return self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast,
+                                bound.get("single_path"))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool -> fc -> act (``pre_logits=True`` stops here) -> classifier (dropout is off in eval)."""
