@@ -171,3 +171,17 @@ def test_model_gradient_penalty_matches_reference():
         assert (g is None) == (g_ref is None), f"{name}: gradient presence differs"
         if g_ref is not None:  # relative to the whole gradient: some are analytically ~0 (BN before BN)
             assert (g - g_ref).norm() <= 1e-8 * scale, f"{name}: {(g - g_ref).norm() / scale:.3e}"
+
+
+def test_optimized_model_sees_a_write_through_data_after_a_forward():
+    """Found 2026-11-28: optimize_for_inference's prepared weights (the MBConv block op's packing) were
+    keyed on version counters, which ``p.data.copy_()`` does not bump: the next forward used the old SE
+    weights, a silent wrong output. Now keyed on the values (yyfast::same_values)."""
+    fast = yyfast.optimize_for_inference(yyfast.create_model("yynet_small_16").eval())
+    x = torch.randn(2, 3, 16, 16)
+    fast(x)
+    weight = fast.yin[3].span.fc1.weight
+    weight.data.copy_(torch.randn_like(weight))
+    got = fast(x)
+    fast.graph = "plain"
+    assert rel_err(got, fast(x)) < 1e-5
