@@ -9,6 +9,8 @@
 #
 #   bash .ci/stacks.sh [NAME...]        default: every stack in .ci/stacks.txt
 #
+# The stacks run at the same time (their install and test seconds in the results are then those of
+# a shared machine); YYFAST_STACKS_SERIAL=1 runs them one after another.
 # YYFAST_STACKS_DIR: where the copies and venvs go (default a new /tmp/yyfast-stacks.*; each stack's
 # 5.6 GB is removed when it passes, kept when it fails). YYFAST_KEEP_STACKS=1 keeps them all.
 set -euo pipefail
@@ -105,11 +107,12 @@ print('   built:', 'torch', torch.__version__, 'CUDA', torch.version.cuda, 'trit
     tail -n 20 "$dir/install.log" | sed 's/^/   | /'
   fi
   if [ $rc -eq 0 ]; then
+    # --basetemp: the stack's own pytest temporary folders (stacks run at the same time, below).
     (cd "$dir/src" && . .venv/bin/activate && python -m pytest -q -rs -p no:cacheprovider \
-       --junitxml="$dir/subset.xml" -k "$SUBSET_K" "${SUBSET[@]}") || rc=$?
+       --basetemp="$dir/pytest-tmp" --junitxml="$dir/subset.xml" -k "$SUBSET_K" "${SUBSET[@]}") || rc=$?
     local mrc=0
     (cd "$dir/src" && . .venv/bin/activate && python -m pytest -q -rs -p no:cacheprovider \
-       --junitxml="$dir/marked.xml" -m "$MARKED" -k "$MARKED_K" tests) || mrc=$?
+       --basetemp="$dir/pytest-tmp" --junitxml="$dir/marked.xml" -m "$MARKED" -k "$MARKED_K" tests) || mrc=$?
     # 5: no test carries those markers (yet); anything else is a result.
     if [ $mrc -eq 5 ]; then echo "   (no tests marked $MARKED)"; rm -f "$dir/marked.xml"; elif [ $rc -eq 0 ]; then rc=$mrc; fi
   fi
@@ -123,12 +126,30 @@ print('   built:', 'torch', torch.__version__, 'CUDA', torch.version.cuda, 'trit
   return $rc
 }
 
-failed=() ran=()
+# The stacks run at the same time (YYFAST_STACKS_SERIAL=1: one after another), each one's output
+# printed when it ends, in .ci/stacks.txt's order. On 2 cores one stack alone leaves a core idle for
+# most of its run (pip unpacking wheels, the Triton interpreter, the emulator's and Triton's compilers
+# are one process each). Measured: gpu-machine alone 250 s (install 115 + tests 128); gpu-machine and
+# newest together 361 s (installs 201 and 217 s, tests 143 and 136 s), where CI took 723 s for the two
+# one after the other before the cuts above (335 + 388 s).
+failed=() ran=() pids=()
 while read -r name py torch triton vision _; do
   [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx "$name" || continue
   ran+=("$name")
-  run_stack "$name" "$py" "$torch" "$triton" "$vision" < /dev/null || failed+=("$name")
+  if [ "${YYFAST_STACKS_SERIAL:-0}" = 1 ]; then
+    run_stack "$name" "$py" "$torch" "$triton" "$vision" < /dev/null || failed+=("$name")
+  else
+    # `|| exit`: run_stack runs as in the serial branch, with errexit off inside it (a failed step sets rc)
+    { run_stack "$name" "$py" "$torch" "$triton" "$vision" < /dev/null || exit $?; } > "$work/$name.out" 2>&1 &
+    pids+=($!)
+  fi
 done <<< "$stacks"
+for i in "${!pids[@]}"; do
+  name=${ran[$i]} rc=0
+  wait "${pids[$i]}" || rc=$?
+  cat "$work/$name.out" && rm -f "$work/$name.out"
+  [ $rc -eq 0 ] || failed+=("$name")
+done
 [ -n "${YYFAST_STACKS_DIR:-}" ] || rmdir "$work" 2>/dev/null || true   # empty when every stack passed
 [ ${#failed[@]} -eq 0 ] || { echo "stacks: FAILED: ${failed[*]} (kept in $work)" >&2; exit 1; }
 echo "== stacks passed: ${ran[*]} =="
