@@ -34,21 +34,22 @@ SUBSET=(tests/test_build.py tests/test_backends.py
 # * all but one model training step per backend: one step per backend (Triton gelu/sigmoid/add; the C++
 #   ops gelu/sigmoid plus the gate_sub fusion step) proves the model trains on this stack's torch and
 #   Triton; the other act x gate x fusion steps prove the model's options, which do not change with
-#   the stack and are proven by the op tests above on every stack. Each Triton step is ~20 s in the
-#   interpreter on 2 cores, each C++ step ~5 s.
+#   the stack and are proven by the op tests above on every stack. Each Triton step is 3.5 s in the
+#   interpreter on an idle 2-core machine (17-35 s on a busy one), each C++ step 0.2 s (10 s busy).
 SUBSET_K="not cmake and not (test_model_step and (silu or hardsigmoid))"
 MARKED="triton_aot or cuda_emu"
 # Of the marked tests, the libtorch-free ASan driver of the emulated kernels (the clean run, its
-# deliberate faults and the mutated kernels; ~40 s of builds on 2 cores) involves neither torch nor
+# deliberate faults and the mutated kernels; 7 ASan builds, 52 s on a busy 2-core machine) involves neither torch nor
 # Triton, so it proves nothing stack-specific: the pinned run has it (and ctest's copy of it). So is
-# the emulated model step (~10 s): the emulated kernels' numerics are the op-level emulated tests', and
+# the emulated model step (18 s busy): the emulated kernels' numerics are the op-level emulated tests', and
 # the model step with the C++ ops runs above. The emulated ops (torch.utils.cpp_extension against this
 # stack's torch and its c10 float16/bfloat16 types) stay.
 MARKED_K="not driver and not emulator_catches_broken and not step_emulated"
 # The CUDA extension is compiled for the GPU machine's architecture only (sm_90, H100, plus compute_90
 # PTX for newer GPUs): the other architecture in setup.py's default (sm_80) is one more cicc + ptxas
 # pass per .cu file that depends on nvcc, not on the stack's torch; the pinned install compiles the
-# whole default list. A TORCH_CUDA_ARCH_LIST already set is kept.
+# whole default list. A TORCH_CUDA_ARCH_LIST already set is kept. (gpu-machine's install alone: 123 ->
+# 115 s; the pip part is ~60 s of it. It matters more while the two stacks compile at the same time.)
 STACK_ARCHS=${TORCH_CUDA_ARCH_LIST:-9.0+PTX}
 
 stacks=$(grep -v '^\s*\(#\|$\)' .ci/stacks.txt)
