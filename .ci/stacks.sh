@@ -40,10 +40,10 @@ SUBSET_K="not cmake and not (test_model_step and (silu or hardsigmoid))"
 MARKED="triton_aot or cuda_emu"
 # Of the marked tests, the libtorch-free ASan driver of the emulated kernels (the clean run, its
 # deliberate faults and the mutated kernels; 7 ASan builds, 52 s on a busy 2-core machine) involves
-# neither torch nor Triton, so it proves nothing stack-specific: the pinned run has it (and ctest's copy of it). So is
-# the emulated model step (18 s busy): the emulated kernels' numerics are the op-level emulated tests', and
-# the model step with the C++ ops runs above. The emulated ops (torch.utils.cpp_extension against this
-# stack's torch and its c10 float16/bfloat16 types) stay.
+# neither torch nor Triton, so it proves nothing stack-specific: the pinned run has it (and ctest's copy
+# of it). So is the emulated model step (18 s busy): the emulated kernels' numerics are the op-level
+# emulated tests', and the model step with the C++ ops runs above. The emulated ops
+# (torch.utils.cpp_extension against this stack's torch and its c10 float16/bfloat16 types) stay.
 MARKED_K="not driver and not emulator_catches_broken and not step_emulated"
 # The CUDA extension is compiled for the GPU machine's architecture only (sm_90, H100, plus compute_90
 # PTX for newer GPUs): the other architecture in setup.py's default (sm_80) is one more cicc + ptxas
