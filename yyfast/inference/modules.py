@@ -270,7 +270,7 @@ class InferenceYYNet(TimmInfo, nn.Module):
         version counters miss writes through ``.data``). On any change every block's prepared weights
         (the block op's packing, Winograd's transform) are dropped and bound again."""
         modules = list(self.modules())
-        params = [p.detach() for m in modules for p in m._parameters.values() if p is not None]
+        params = [p for m in modules for p in m._parameters.values() if p is not None]
         ids = tuple(map(id, modules))
         cached = self.__dict__.get("_bound_blocks")
         if cached is not None and cached[0] == ids and torch.ops.yyfast.same_values(params, cached[1]):
@@ -279,7 +279,7 @@ class InferenceYYNet(TimmInfo, nn.Module):
             m.__dict__.pop("_packed", None)
             m.__dict__.pop("_winograd", None)
         bound = {name: [b.bind_onednn() for b in getattr(self, name)] for name in ("yang", "yin", "single_path")}
-        self.__dict__["_bound_blocks"] = (ids, [p.clone() for p in params], bound)
+        self.__dict__["_bound_blocks"] = (ids, [p.detach().clone() for p in params], bound)
         return bound
 
     def _fuse(self, a: torch.Tensor, i: torch.Tensor, span_backend: str) -> torch.Tensor:
