@@ -94,3 +94,33 @@ def test_package_imports_without_extension():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"
+
+
+def test_the_compile_constant_marker_is_the_one_dynamo_sets():
+    """yyfast.ops marks its backend probes constant for torch.compile without importing torch._dynamo
+    (``_constant_for_compile``); the mark must stay exactly what Dynamo's own decorator sets, or
+    ``torch.compile(fullgraph=True)`` would trace the probes (the fullgraph tests show that too)."""
+    import torch._dynamo
+
+    from yyfast import ops
+
+    def plain():
+        return 0
+
+    def ours():
+        return 0
+
+    marked = torch._dynamo.assume_constant_result(plain)
+    ops._constant_for_compile(ours)
+    assert marked is plain and vars(plain) == vars(ours) == {"_dynamo_marked_constant": True}
+    assert ops._resolve_backend._dynamo_marked_constant and ops._self_checked_const._dynamo_marked_constant
+
+
+def test_import_yyfast_does_not_import_dynamo():
+    """~1 s of every CLI start (2-core EPYC): nothing at import needs torch._dynamo."""
+    import subprocess
+    import sys
+
+    code = "import sys, yyfast, yyfast.model, yyfast.inference; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

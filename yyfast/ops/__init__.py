@@ -50,12 +50,21 @@ def _backend_module(name: str):
     return module
 
 
+def _constant_for_compile(fn):
+    """``torch._dynamo.assume_constant_result`` without importing ``torch._dynamo`` at ``import yyfast``
+    (about 1 s of every CLI start and of the package import, 2-core EPYC): that decorator only sets
+    this attribute, which Dynamo reads when it traces a call (torch 2.11 to 2.15;
+    ``tests/test_backends.py`` checks that the marker is still the one Dynamo's decorator sets)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 def resolve_backend(backend: str, device: torch.device, training: bool = True) -> str:
     """The concrete backend for ``backend`` on ``device``; raises ``RuntimeError`` if unavailable."""
     return _resolve_backend(backend, device.type, bool(training))
 
 
-@torch._dynamo.assume_constant_result
+@_constant_for_compile
 def _resolve_backend(backend: str, device_type: str, training: bool) -> str:
     # A constant for torch.compile: the answer depends only on the machine, and tracing the
     # availability probe (imports, lru_cache) would break fullgraph compilation.
@@ -83,7 +92,7 @@ def _self_checked(backend: str, name: str, op: str, device: torch.device, dtype:
     return _self_checked_const(name, op, str(device), str(dtype), bool(training), variant)
 
 
-@torch._dynamo.assume_constant_result
+@_constant_for_compile
 def _self_checked_const(name: str, op: str, device: str, dtype: str, training: bool, variant: tuple) -> str:
     # A constant for torch.compile, like _resolve_backend: the check runs eagerly, once, at trace
     # time, and the graph holds its answer.
