@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,39 @@ import torch
 from test_stream import make_jpeg_tree
 
 pytest.importorskip("torchvision", reason="the streaming path is torchvision's (optional extra)")
+
+
+def _descendants(pid: int):
+    """``pid`` and every process below it (from /proc), children before they are orphaned."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun's process group and every process below it. torchrun starts each worker in a
+    session of its own, so the group alone left the workers alive, holding the output pipe open:
+    found 2026-11-28, when a worker's DataLoader child deadlocked in CPython's fork handling and the
+    test waited on the pipe for ever."""
+    for p in _descendants(proc.pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _torchrun(*args):
@@ -37,8 +71,12 @@ def test_stream_torchrun_kill_resume_evaluate_predict(tmp_path):
     deadline = time.time() + 300
     while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    log = proc.communicate()[0].decode(errors="replace")
+    _kill_all(proc)
+    try:
+        log = proc.communicate(timeout=120)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        _kill_all(proc)
+        pytest.fail("the killed torchrun run still held its output pipe after 120 s (a process survived)")
     assert (out / "last.pt").exists(), log[-3000:]
     first = torch.load(out / "last.pt", weights_only=True)  # plain types: torch's default loader
     assert first["data_mode"] == "stream" and first["preprocess"]["recipe"] == "paper"
