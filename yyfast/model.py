@@ -116,7 +116,6 @@ class FusedResidual(_FoldsInEval, Residual):
         h = self.act1(F.conv2d(x, w1, b1, c1.stride, c1.padding))
         return self.act(self.shortcut(x) + F.conv2d(h, w2, b2, c2.stride, c2.padding))
 
-
     def _winograd_weights(self, w2: torch.Tensor) -> torch.Tensor:
         """conv2's Winograd weights for the folded ``w2``, kept while the fold cache returns that tensor."""
         cached = self.__dict__.get("_winograd_u")
@@ -200,8 +199,8 @@ class YYNet(ReferenceYYNet):
         self.set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The reference forward through the fused blocks; a float32-or-other CPU eval forward without
-        autograd allocates from the shared CPU arena (``cpu_eval.arena``: intermediates reused across calls)."""
+        """The reference forward through the fused blocks; a CPU eval forward without autograd allocates
+        from the shared CPU arena (``cpu_eval.arena``: intermediates reused across calls)."""
         if (not self.training and not torch.is_grad_enabled() and self.backend != "reference"
                 and isinstance(x, torch.Tensor) and x.device.type == "cpu" and not torch.jit.is_tracing()
                 and not torch.compiler.is_compiling()):

@@ -38,24 +38,22 @@ class Arena final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
     if (n == 0) return {nullptr, nullptr, &Arena::release_block, c10::Device(c10::DeviceType::CPU)};
-    void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.find(n);
       if (it != free_.end() && !it->second.empty()) {
-        p = it->second.back();
+        void* p = it->second.back();
         it->second.pop_back();
         cached_ -= n;
         ++hits_;
+        size_of_[p] = n;
+        return {p, p, &Arena::release_block, c10::Device(c10::DeviceType::CPU)};
       }
     }
-    if (p == nullptr) {
-      p = c10::alloc_cpu(n);  // throws on failure, like the default allocator
-      std::lock_guard<std::mutex> lock(mu_);
-      ++misses_;
-    }
+    void* p = c10::alloc_cpu(n);  // outside the lock; throws on failure, like the default allocator
     {
       std::lock_guard<std::mutex> lock(mu_);
+      ++misses_;
       size_of_[p] = n;
     }
     return {p, p, &Arena::release_block, c10::Device(c10::DeviceType::CPU)};

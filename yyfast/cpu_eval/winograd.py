@@ -39,6 +39,11 @@ def transform_weights(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
+def forget(module: nn.Module) -> None:
+    """Drop ``module``'s cached transform (``packed`` prepares it again at the next use)."""
+    module.__dict__.pop("_winograd", None)
+
+
 def packed(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
     """``conv``'s transformed weights and its bias, cached on it until either is replaced or modified."""
     key = tuple((t.data_ptr(), t._version) for t in (conv.weight, conv.bias))
@@ -53,8 +58,7 @@ def packed(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
 def conv(conv: nn.Conv2d, x: torch.Tensor, act: str = "none", residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``act(conv(x) + residual)`` in one call (``act`` "none", "gelu" or "silu"); ``applies(conv)`` and a
     float32 CPU ``x`` are the caller's to check."""
-    u, bias = packed(conv)
-    return torch.ops.yyfast.conv3x3_winograd_eval(x, u, bias, residual, act)
+    return conv_with(*packed(conv), x, act, residual)
 
 
 def conv_with(u: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, act: str = "none",

@@ -23,6 +23,11 @@ def _key(block) -> Tuple:
     return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in _sources(block))
 
 
+def forget(module) -> None:
+    """Drop ``module``'s cached packing (``packed_weights`` packs again at the next use)."""
+    module.__dict__.pop("_packed", None)
+
+
 def packed_weights(block) -> Tuple[torch.Tensor, ...]:
     """The op's weight arguments for ``block`` (a ``FoldedMBConv``), in schema order, cached."""
     key = _key(block)

@@ -277,8 +277,8 @@ class InferenceYYNet(TimmInfo, nn.Module):
         if cached is not None and cached[0] == ids and torch.ops.yyfast.same_values(params, cached[1]):
             return cached[2]
         for m in modules:  # version-keyed caches can miss a .data write: prepare everything again
-            m.__dict__.pop("_packed", None)
-            m.__dict__.pop("_winograd", None)
+            block_plan.forget(m)
+            winograd.forget(m)
         bound = {name: [b.bind_onednn() for b in getattr(self, name)] for name in ("yang", "yin", "single_path")}
         self.__dict__["_bound_blocks"] = (ids, [p.detach().clone() for p in params], bound)
         return bound
