@@ -1,4 +1,4 @@
-"""yyfast::conv3x3_winograd_eval (Winograd F(2x2, 3x3), float32 CPU, eval): against the float64
+"""yyfast::conv3x3_winograd_eval (Winograd F(2x2, 3x3) and F(4x4, 3x3), float32 CPU, eval): against the float64
 convolution on awkward shapes, every epilogue, both work splits; its argument checks; and that the
 optimized model's stems use it."""
 import pytest
@@ -29,33 +29,46 @@ def _expected(conv, x, act, residual):
     return ACTS[act](ref)
 
 
+# (output tile, tolerance on error / max): F(4x4, 3x3)'s transforms round (measured up to 1.2e-6).
+TILES = [(2, 2e-6), (4, 5e-6)]
+
+
+@pytest.mark.parametrize("tile,tol", TILES)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n,cin,cout,h,w", [(1, 64, 64, 32, 32), (3, 16, 32, 7, 9), (2, 32, 16, 1, 1),
                                             (1, 48, 64, 5, 2), (5, 16, 16, 2, 13), (4, 64, 16, 17, 3)])
 @pytest.mark.parametrize("act,with_residual", [("none", False), ("gelu", True), ("silu", False), ("silu", True)])
-def test_matches_the_float64_convolution(threads, n, cin, cout, h, w, act, with_residual):
+def test_matches_the_float64_convolution(tile, tol, threads, n, cin, cout, h, w, act, with_residual):
     conv = _conv(cin, cout, seed=n * 100 + h)
     x = torch.randn(n, cin, h, w).contiguous(memory_format=torch.channels_last)
     residual = torch.randn(n, cout, h, w) if with_residual else None  # NCHW: the op takes any layout
+    u = winograd.transform_weights(conv.weight, tile)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            out = winograd.conv(conv, x, act, residual)
+            out = winograd.conv_with(u, conv.bias.detach(), x, act, residual)
     finally:
         torch.set_num_threads(before)
     ref = _expected(conv, x, act, residual)
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.isfinite(out).all()
-    assert ((out.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item() < 2e-6
+    assert ((out.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item() < tol
 
 
-def test_transformed_weights_reproduce_the_filter():
+def test_the_model_uses_the_larger_tile():
+    conv = _conv(16, 16, seed=3)
+    assert winograd.packed(conv)[0].shape == ((winograd.TILE + 2) ** 2, 16, 16) and winograd.TILE == 4
+
+
+@pytest.mark.parametrize("tile,g", [(2, winograd._G), (4, winograd._G4)])
+def test_transformed_weights_reproduce_the_filter(tile, g):
     """U = G g G^T, and g is recovered from U by the left inverse of G: nothing lost in the transform."""
     w = torch.randn(5, 3, 3, 3, dtype=torch.float64)
-    u = winograd.transform_weights(w).reshape(4, 4, 3, 5)
-    g = torch.tensor(winograd._G, dtype=torch.float64)
+    a = tile + 2
+    u = winograd.transform_weights(w, tile).reshape(a, a, 3, 5)
+    g = torch.tensor(g, dtype=torch.float64)
     g_inv = torch.linalg.pinv(g)
     back = torch.einsum("ax,xnco,bn->ocab", g_inv, u, g_inv)
     assert torch.allclose(back, w, atol=1e-12)
@@ -110,3 +123,29 @@ def test_the_optimized_stems_use_it_and_still_match_float64():
     assert "yyfast::conv3x3_winograd_eval" in names
     ref = float64_reference(model, x)
     assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def _cpu_isas():
+    return __import__("yyfast._C")._C.cpu_isas()
+
+
+@pytest.mark.parametrize("isa", _cpu_isas())
+@pytest.mark.parametrize("tile,tol", TILES)
+def test_each_isa_build(isa, tile, tol):
+    """The transforms are compiled once per instruction set (baseline, AVX2, AVX-512): each build's."""
+    ext = __import__("yyfast._C")._C
+    conv = _conv(32, 48, seed=7)
+    u = winograd.transform_weights(conv.weight, tile)
+    prev = ext.cpu_isa()
+    ext.set_cpu_isa(isa)
+    try:
+        for n, h, w in ((1, 32, 32), (3, 7, 9), (2, 5, 1)):
+            x = torch.randn(n, 32, h, w).contiguous(memory_format=torch.channels_last)
+            residual = torch.randn(n, 48, h, w)
+            with torch.no_grad():
+                out = winograd.conv_with(u, conv.bias.detach(), x, "gelu", residual)
+            ref = _expected(conv, x, "gelu", residual)
+            err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+            assert err < tol, (isa, tile, n, h, w, err)
+    finally:
+        ext.set_cpu_isa(prev)

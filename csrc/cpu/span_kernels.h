@@ -82,6 +82,10 @@ struct SpanCpuKernels {
   // y = act(A^T M A + bias (+ res)) for those tiles' in-image outputs; act < 0: no activation.
   void (*wino_output)(const float* m, const float* bias, const float* res, int act, int64_t h, int64_t w, int64_t cout,
                       int64_t ty0, int64_t rows, int64_t tw, float* y);
+  // The same two steps by Winograd F(4x4, 3x3): V and M have 36 planes, tiles are 4x4 outputs.
+  void (*wino4_input)(const float* x, int64_t h, int64_t w, int64_t c, int64_t ty0, int64_t rows, int64_t tw, float* v);
+  void (*wino4_output)(const float* m, const float* bias, const float* res, int act, int64_t h, int64_t w, int64_t cout,
+                       int64_t ty0, int64_t rows, int64_t tw, float* y);
 };
 
 // The kernels for this CPU: AVX-512, else AVX2+FMA, when built in and supported, else the baseline build.

@@ -1,13 +1,16 @@
 // yyfast::conv3x3_winograd_eval: y = act(conv3x3(x, stride 1, padding 1) + bias (+ residual)), float32 CPU,
-// channels_last, eval only, by Winograd F(2x2, 3x3) (the transforms: winograd_kernels.inc).
+// channels_last, eval only, by Winograd F(2x2, 3x3) or F(4x4, 3x3), as u's shape says (the transforms:
+// winograd_kernels.inc; the model uses F(4x4, 3x3), 30% faster here: yyfast/cpu_eval/winograd.py).
 //
 // Why: the two 64->64 3x3 convolutions of the stems are about a third of yynet_small_64's FLOPs, and
 // oneDNN already runs them at this core's peak (105 GFLOP/s one thread, 32x32; issue 17's profile), so
 // only fewer multiplications make them faster: F(2x2, 3x3) needs 16 per 2x2 output tile and channel
 // pair instead of 36 (2.25x fewer), as 16 GEMMs of (tiles x Cin) @ (Cin x Cout), plus additions-only
-// transforms. Accuracy: the transform matrices hold only 0 and +-1 (G's halves are in the weights,
-// transformed once in float64), so the float32 result is a sum of products like the direct one, in
-// another order; the tests hold it to the float64 reference.
+// transforms; F(4x4, 3x3) needs 36 per 4x4 tile instead of 144 (4x fewer), as 36 GEMMs. Accuracy:
+// F(2x2, 3x3)'s transform matrices hold only 0 and +-1 (G's halves are in the weights, transformed once
+// in float64), so its float32 result is a sum of products like the direct one, in another order;
+// F(4x4, 3x3)'s hold powers of two and 3/2, 5/2, which round: about 1e-6 of the largest output (the
+// tests hold both to the float64 reference).
 //
 // Work split: each task is one sample's tile rows [ty0, ty1) (in blocks of at most kMaxTiles tiles,
 // so V and M, 16 x tiles x channels floats, stay in per-thread buffers that persist across calls); a
@@ -15,7 +18,8 @@
 // over the threads, like mbconv_eval.
 //
 // Layouts: x (N, Cin, H, W) and residual (N, Cout, H, W) channels_last; u (16, Cin, Cout), the
-// transformed weights G g G^T at (xi, nu) = (xi * 4 + nu); bias (Cout). Cin, Cout multiples of 16.
+// transformed weights G g G^T at (xi, nu) = (xi * 4 + nu), or u (36, Cin, Cout) at (xi * 6 + nu) for
+// F(4x4, 3x3); bias (Cout). Cin, Cout multiples of 16.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/bmm.h>
@@ -34,8 +38,10 @@ namespace yyfast {
 namespace {
 
 constexpr const char* kOp = "conv3x3_winograd_eval";
-// Tiles per GEMM block: 256 (a whole 32x32 sample) keeps V and M at 1 MiB each for 64 channels.
+// Tiles per GEMM block: 256 (a whole 32x32 sample) keeps V and M at 1 MiB each for 64 channels; F(4x4,
+// 3x3)'s 64 (again a whole 32x32 sample), 576 KiB each.
 constexpr int64_t kMaxTiles = 256;
+constexpr int64_t kMaxTiles4 = 64;
 
 struct WinoScratch {
   std::vector<float> v, m;
@@ -54,24 +60,27 @@ struct WinoConv {
   const float *x, *u, *bias, *res;
   float* y;
   int64_t cin, cout, h, w, th, tw;
+  int64_t tile, planes;  // output tile side (2 or 4) and transformed elements per tile ((tile + 2)^2)
   int act;
   const SpanCpuKernels* K;
 };
 
-// Tile rows [ty0, ty0 + rows) of sample n: V = B^T d B, M = V @ U (16 GEMMs), y = A^T M A + epilogue.
+// Tile rows [ty0, ty0 + rows) of sample n: V = B^T d B, M = V @ U (one GEMM per transformed element),
+// y = A^T M A + epilogue.
 void tile_rows(const WinoConv& P, int64_t n, int64_t ty0, int64_t rows) {
   const int64_t tiles = rows * P.tw;
   WinoScratch& S = wino_scratch();
-  float* v = grow_to(S.v, 16 * tiles * P.cin);
-  float* m = grow_to(S.m, 16 * tiles * P.cout);
+  float* v = grow_to(S.v, P.planes * tiles * P.cin);
+  float* m = grow_to(S.m, P.planes * tiles * P.cout);
   const int64_t in_n = P.h * P.w * P.cin, out_n = P.h * P.w * P.cout;
-  P.K->wino_input(P.x + n * in_n, P.h, P.w, P.cin, ty0, rows, P.tw, v);
+  const float* res = P.res != nullptr ? P.res + n * out_n : nullptr;
+  (P.tile == 4 ? P.K->wino4_input : P.K->wino_input)(P.x + n * in_n, P.h, P.w, P.cin, ty0, rows, P.tw, v);
   const auto f = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor mt = at::from_blob(m, {16, tiles, P.cout}, f);
-  at::bmm_out(mt, at::from_blob(v, {16, tiles, P.cin}, f),
-              at::from_blob(const_cast<float*>(P.u), {16, P.cin, P.cout}, f));
-  P.K->wino_output(m, P.bias, P.res != nullptr ? P.res + n * out_n : nullptr, P.act, P.h, P.w, P.cout, ty0, rows, P.tw,
-                   P.y + n * out_n);
+  at::Tensor mt = at::from_blob(m, {P.planes, tiles, P.cout}, f);
+  at::bmm_out(mt, at::from_blob(v, {P.planes, tiles, P.cin}, f),
+              at::from_blob(const_cast<float*>(P.u), {P.planes, P.cin, P.cout}, f));
+  (P.tile == 4 ? P.K->wino4_output : P.K->wino_output)(m, P.bias, res, P.act, P.h, P.w, P.cout, ty0, rows, P.tw,
+                                                       P.y + n * out_n);
 }
 
 void check_inputs(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, const std::string& act) {
@@ -79,10 +88,10 @@ void check_inputs(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bi
               ": x must be a 4-d float32 CPU tensor, got ", x.sizes(), " ", x.scalar_type(), " on ", x.device());
   TORCH_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, kOp, ": x must have no empty dimension, got ",
               x.sizes());
-  TORCH_CHECK(u.dim() == 3 && u.size(0) == 16 && u.size(1) == x.size(1) && u.device().is_cpu() &&
+  TORCH_CHECK(u.dim() == 3 && (u.size(0) == 16 || u.size(0) == 36) && u.size(1) == x.size(1) && u.device().is_cpu() &&
                   u.scalar_type() == at::kFloat && u.is_contiguous(),
-              kOp, ": u must be a contiguous float32 CPU tensor of shape (16, ", x.size(1), ", Cout), got ", u.sizes(),
-              " ", u.scalar_type());
+              kOp, ": u must be a contiguous float32 CPU tensor of shape (16 or 36, ", x.size(1), ", Cout), got ",
+              u.sizes(), " ", u.scalar_type());
   TORCH_CHECK(x.size(1) % 16 == 0 && u.size(2) % 16 == 0 && u.size(2) > 0, kOp,
               ": the channel counts must be positive multiples of 16, got Cin=", x.size(1), ", Cout=", u.size(2));
   TORCH_CHECK(bias.dim() == 1 && bias.numel() == u.size(2) && bias.scalar_type() == at::kFloat &&
@@ -106,6 +115,7 @@ at::Tensor conv3x3_winograd_eval_cpu(const at::Tensor& x, const at::Tensor& u, c
     res = r.contiguous(at::MemoryFormat::ChannelsLast);
   }
   at::Tensor out = at::empty({N, Cout, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t tile = u.size(0) == 36 ? 4 : 2;
   const WinoConv P{xc.const_data_ptr<float>(),
                    u.const_data_ptr<float>(),
                    bias.const_data_ptr<float>(),
@@ -115,13 +125,15 @@ at::Tensor conv3x3_winograd_eval_cpu(const at::Tensor& x, const at::Tensor& u, c
                    Cout,
                    H,
                    W,
-                   (H + 1) / 2,
-                   (W + 1) / 2,
+                   (H + tile - 1) / tile,
+                   (W + tile - 1) / tile,
+                   tile,
+                   u.size(0),
                    act == "none" ? -1 : (act == "gelu" ? kGelu : kSilu),
                    &span_cpu_kernels()};
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t chunks = (threads > 1 && N % threads != 0 && N < 4 * threads) ? std::min(P.th, threads) : 1;
-  const int64_t block_rows = std::max<int64_t>(1, kMaxTiles / P.tw);
+  const int64_t block_rows = std::max<int64_t>(1, (tile == 4 ? kMaxTiles4 : kMaxTiles) / P.tw);
   at::parallel_for(0, N * chunks, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / chunks, c = i % chunks;
