@@ -200,11 +200,21 @@ needs_block_op = pytest.mark.skipif(not __import__("yyfast.inference.block_plan"
 
 
 def _block_calls(monkeypatch):
+    """A list that grows by one for every MBConv block the block op computes: each call from Python, and
+    each MBConv step of a whole-forward call (yyfast::yynet_eval calls the op from C++)."""
     from yyfast.cpu_eval import mbconv_op
+    from yyfast.inference import whole_forward
 
     calls = []
     real = mbconv_op.run
     monkeypatch.setattr(mbconv_op, "run", lambda *a: calls.append(1) or real(*a))
+    def counted(real_whole):
+        def run(plan, *args):
+            calls.extend(1 for kind in plan.plan[4::4] if kind == 1)  # 4 header ints, then 4 per block
+            return real_whole(plan, *args)
+        return run
+    for name in ("run", "run_logits"):
+        monkeypatch.setattr(whole_forward, name, counted(getattr(whole_forward, name)))
     return calls
 
 

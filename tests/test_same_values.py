@@ -38,3 +38,29 @@ def test_other_shapes_layouts_dtypes_and_lengths_count_as_changed():
     assert not ops([current[0], current[1][:10], current[2]], [snapshot[0], snapshot[1][:10].clone(),
                                                                snapshot[2][:1]])  # other shape
     assert not ops([current[0], current[1][::2], current[2]], [snapshot[0], snapshot[1][::2], snapshot[2]])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_change_at_any_byte_of_many_tensors_is_seen(threads):
+    """The compare is split by 64 KiB chunks across tensors: sizes that straddle chunks, empty tensors,
+    and one flipped element at a random place, many times over."""
+    gen = torch.Generator().manual_seed(threads)
+    sizes = [0, 16385, 1, 40000, 0, 3, 70001, 16384, 5, 33000]
+    current = [torch.randn(n, generator=gen) for n in sizes]
+    snapshot = [t.clone() for t in current]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert torch.ops.yyfast.same_values(current, snapshot)
+        for _ in range(60):
+            k = int(torch.randint(len(sizes), (1,), generator=gen))
+            if sizes[k] == 0:
+                continue
+            pos = int(torch.randint(sizes[k], (1,), generator=gen))
+            old = current[k][pos].item()
+            current[k][pos] = old + 1.0
+            assert not torch.ops.yyfast.same_values(current, snapshot), (k, pos)
+            current[k][pos] = old
+            assert torch.ops.yyfast.same_values(current, snapshot)
+    finally:
+        torch.set_num_threads(before)

@@ -117,11 +117,25 @@ def test_the_optimized_stems_use_it_and_still_match_float64():
     model = trained_like_(ReferenceYYNet(yyfast.get_config("yynet_small_16")), 0).eval()
     fast = optimize_for_inference(model)
     x = torch.randn(3, 3, 19, 14)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        out = fast(x)
+    ref = float64_reference(model, x)
+    out = fast(x)  # the whole forward in one call: its stems' steps carry the F(4x4, 3x3) transform
+    whole = fast._bound()["whole"]
+    if whole is not None:  # each Residual step's weights: conv1's two, then conv2's transform and bias
+        w0, conv2 = 0, []
+        for kind in whole.plan[4::4]:
+            if kind == 0:
+                conv2.append(whole.weights[w0 + 2])
+            w0 += 6 if kind == 0 else 11
+        assert len(conv2) >= 2 and all(u.shape[0] == 36 for u in conv2)
+    assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+    hook = fast.yin[0].register_forward_pre_hook(lambda m, i: None)  # a hook: block by block, from Python
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = fast(x)
+    finally:
+        hook.remove()
     names = {e.key for e in prof.key_averages()}
     assert "yyfast::conv3x3_winograd_eval" in names
-    ref = float64_reference(model, x)
     assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 

@@ -53,6 +53,7 @@
 
 #include "../common/dw_bn_act_se_math.h"
 #include "span_kernels.h"
+#include "eval_ops.h"
 
 namespace yyfast {
 namespace {
@@ -216,6 +217,8 @@ void sample_split(const Block& B, const float* xn, const float* res, float* out,
   });
 }
 
+}  // namespace
+
 at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& residual, const at::Tensor& expand_wt,
                            const at::Tensor& expand_b, const at::Tensor& dw_wt, const at::Tensor& dw_b,
                            const at::Tensor& se_w1t, const at::Tensor& se_b1, const at::Tensor& se_w2t,
@@ -299,8 +302,6 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
   }
   return out;
 }
-
-}  // namespace
 
 // A separate fragment (not in ops.cpp's TORCH_LIBRARY block), so this eval-only op stays in one file.
 TORCH_LIBRARY_FRAGMENT(yyfast, m) {

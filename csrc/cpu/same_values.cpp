@@ -13,6 +13,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <vector>
@@ -29,11 +30,23 @@ bool same_values(const std::vector<at::Tensor>& current, const std::vector<at::T
         !a.is_non_overlapping_and_dense())
       return false;  // a layout this fast check does not compare: the caller treats it as changed
   }
+  // Split by bytes, not by tensor: the parameters range from 64 bytes to 256 KiB, and a split by index
+  // left one thread with most of the bytes.
+  std::vector<int64_t> ends(current.size());
+  int64_t total = 0;
+  for (size_t i = 0; i < current.size(); ++i) ends[i] = total += static_cast<int64_t>(current[i].nbytes());
   std::atomic<bool> same{true};
-  at::parallel_for(0, static_cast<int64_t>(current.size()), 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1 && same.load(std::memory_order_relaxed); ++i) {
-      const at::Tensor &a = current[i], &b = snapshot[i];
-      if (std::memcmp(a.const_data_ptr(), b.const_data_ptr(), a.nbytes()) != 0) same = false;
+  constexpr int64_t kChunk = 64 * 1024;
+  at::parallel_for(0, (total + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+    const int64_t lo = c0 * kChunk, hi = std::min(total, c1 * kChunk);
+    size_t i = std::upper_bound(ends.begin(), ends.end(), lo) - ends.begin();  // the tensor holding byte lo
+    for (int64_t pos = lo; pos < hi && same.load(std::memory_order_relaxed); ++i) {
+      const int64_t start = ends[i] - static_cast<int64_t>(current[i].nbytes());
+      const int64_t from = pos - start, to = std::min(hi, ends[i]) - start;
+      const char* a = static_cast<const char*>(current[i].const_data_ptr()) + from;
+      const char* b = static_cast<const char*>(snapshot[i].const_data_ptr()) + from;
+      if (std::memcmp(a, b, to - from) != 0) same = false;
+      pos = start + to;
     }
   });
   return same.load();

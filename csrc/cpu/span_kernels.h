@@ -86,6 +86,11 @@ struct SpanCpuKernels {
   void (*wino4_input)(const float* x, int64_t h, int64_t w, int64_t c, int64_t ty0, int64_t rows, int64_t tw, float* v);
   void (*wino4_output)(const float* m, const float* bias, const float* res, int act, int64_t h, int64_t w, int64_t cout,
                        int64_t ty0, int64_t rows, int64_t tw, float* y);
+  // A stem's first 3x3 convolution (stride, padding; act < 0: none) and its 1x1 shortcut of the same stride,
+  // output rows [o0, o1) of one sample (stem_conv.cpp, stem_conv_kernels.inc); cout a multiple of 16.
+  void (*stem_conv)(const float* x, int64_t h, int64_t w, int64_t cin, const float* wt, const float* b,
+                    const float* wsc, const float* bsc, int act, int64_t stride, int64_t pad, int64_t wo, int64_t cout,
+                    int64_t o0, int64_t o1, float* y, float* sc);
 };
 
 // The kernels for this CPU: AVX-512, else AVX2+FMA, when built in and supported, else the baseline build.

@@ -33,6 +33,7 @@
 
 #include "../common/dw_bn_act_se_math.h"
 #include "span_kernels.h"
+#include "eval_ops.h"
 
 namespace yyfast {
 namespace {
@@ -101,6 +102,8 @@ void check_inputs(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bi
               act, "'");
 }
 
+}  // namespace
+
 at::Tensor conv3x3_winograd_eval_cpu(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias,
                                      const c10::optional<at::Tensor>& residual, std::string act) {
   check_inputs(x, u, bias, act);
@@ -144,8 +147,6 @@ at::Tensor conv3x3_winograd_eval_cpu(const at::Tensor& x, const at::Tensor& u, c
   });
   return out;
 }
-
-}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(yyfast, m) {
   m.def("conv3x3_winograd_eval(Tensor x, Tensor u, Tensor bias, Tensor? residual, str act) -> Tensor");

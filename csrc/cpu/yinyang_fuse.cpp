@@ -8,6 +8,7 @@
 
 #include "../common/yinyang_fuse_math.h"
 #include "../yinyang_fuse_host.h"
+#include "eval_ops.h"
 
 namespace yyfast {
 namespace {
@@ -16,6 +17,8 @@ namespace {
 at::Tensor dense_like(const at::Tensor& t, const at::Tensor& like) {
   return t.is_contiguous(like.suggest_memory_format()) ? t : t.contiguous(like.suggest_memory_format());
 }
+
+}  // namespace
 
 at::Tensor fuse_cpu(const at::Tensor& a_in, const at::Tensor& i_in, double c1, double c2, double c3) {
   check_fuse_pair(a_in, i_in, "i", c10::DeviceType::CPU);
@@ -36,6 +39,8 @@ at::Tensor fuse_cpu(const at::Tensor& a_in, const at::Tensor& i_in, double c1, d
   });
   return out;
 }
+
+namespace {
 
 std::tuple<at::Tensor, at::Tensor> fuse_backward_cpu(const at::Tensor& g_in, const at::Tensor& a_in,
                                                      const at::Tensor& i_in, double c1, double c2, double c3) {

@@ -1,0 +1,101 @@
+// yyfast::stem_conv_eval: a Residual stem's first convolution and its shortcut in one pass, float32 CPU,
+// channels_last, eval only:
+//   y  = act(conv3x3(x, stride, padding) + bias)        (Cin -> Cout)
+//   sc = conv1x1(x, stride) + shortcut_bias             (the block's 1x1 shortcut)
+// for few input channels (the stems see 1 or 3): each output position is 9*Cin broadcast multiply-adds
+// per output-channel vector (the kernel: stem_conv_kernels.inc).
+//
+// Why: oneDNN ran these two convolutions in 0.26 ms on one thread and 0.20 on two for a 32x32 sample
+// (3 -> 64 channels: 1.8 M multiply-adds; its kernels are built for wide inputs), a tenth of the batch-1
+// forward between the two stems (issue 17's profile, 2-core EPYC, 2026-11-28).
+//
+// Work split as in conv3x3_winograd_eval: one sample's output rows per task; a batch with fewer samples
+// than threads (and not a multiple of them) splits each sample's rows over the threads.
+//
+// Layouts: x (N, Cin, H, W) any dense layout (read channels_last); weight (9, Cin, Cout) = the conv's
+// (Cout, Cin, 3, 3) with the taps first; shortcut_weight (Cin, Cout); outputs channels_last.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../common/dw_bn_act_se_math.h"
+#include "eval_ops.h"
+#include "span_kernels.h"
+
+namespace yyfast {
+namespace {
+
+constexpr const char* kOp = "stem_conv_eval";
+// More input channels than this: a wide convolution, which oneDNN's kernels do well.
+constexpr int64_t kMaxCin = 16;
+
+void check_param(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.sizes() == shape && t.is_contiguous(), kOp,
+              ": ", name, " must be a contiguous float32 CPU tensor of shape ", shape, ", got ", t.sizes(), " ",
+              t.scalar_type(), " on ", t.device());
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> stem_conv_eval_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                      const at::Tensor& bias, const at::Tensor& shortcut_weight,
+                                                      const at::Tensor& shortcut_bias, int64_t stride, int64_t padding,
+                                                      std::string act) {
+  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == at::kFloat, kOp,
+              ": x must be a 4-d float32 CPU tensor, got ", x.sizes(), " ", x.scalar_type(), " on ", x.device());
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(N > 0 && Cin > 0 && H > 0 && W > 0, kOp, ": x must have no empty dimension, got ", x.sizes());
+  TORCH_CHECK(Cin <= kMaxCin, kOp, ": x must have at most ", kMaxCin, " channels, got ", Cin);
+  TORCH_CHECK(stride >= 1 && padding >= 0, kOp, ": stride must be >= 1 and padding >= 0, got ", stride, " and ",
+              padding);
+  TORCH_CHECK(act == "none" || act == "gelu" || act == "silu", kOp, ": act must be 'none', 'gelu' or 'silu', got '",
+              act, "'");
+  TORCH_CHECK(weight.dim() == 3, kOp, ": weight must have shape (9, ", Cin, ", Cout), got ", weight.sizes());
+  const int64_t Cout = weight.size(2);
+  TORCH_CHECK(Cout > 0 && Cout % 16 == 0, kOp, ": Cout must be a positive multiple of 16, got ", Cout);
+  check_param(weight, "weight", {9, Cin, Cout});
+  check_param(bias, "bias", {Cout});
+  check_param(shortcut_weight, "shortcut_weight", {Cin, Cout});
+  check_param(shortcut_bias, "shortcut_bias", {Cout});
+  const int64_t Ho = (H + 2 * padding - 3) / stride + 1, Wo = (W + 2 * padding - 3) / stride + 1;
+  const int64_t Hs = (H - 1) / stride + 1, Ws = (W - 1) / stride + 1;
+  TORCH_CHECK(H + 2 * padding >= 3 && W + 2 * padding >= 3 && Ho == Hs && Wo == Ws, kOp,
+              ": the 3x3 convolution (padding ", padding, ") and the 1x1 shortcut (stride ", stride,
+              ") must give the same output size for an input of ", H, "x", W);
+  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto opts = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  at::Tensor y = at::empty({N, Cout, Ho, Wo}, opts), sc = at::empty({N, Cout, Ho, Wo}, opts);
+  const float* px = xc.const_data_ptr<float>();
+  const float *pw = weight.const_data_ptr<float>(), *pb = bias.const_data_ptr<float>();
+  const float *pws = shortcut_weight.const_data_ptr<float>(), *pbs = shortcut_bias.const_data_ptr<float>();
+  float *py = y.mutable_data_ptr<float>(), *ps = sc.mutable_data_ptr<float>();
+  const int a = act == "none" ? -1 : (act == "gelu" ? kGelu : kSilu);
+  const SpanCpuKernels& K = span_cpu_kernels();
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t chunks = (threads > 1 && N % threads != 0 && N < 4 * threads) ? std::min(Ho, threads) : 1;
+  const int64_t in_n = H * W * Cin, out_n = Ho * Wo * Cout;
+  at::parallel_for(0, N * chunks, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / chunks, c = i % chunks;
+      K.stem_conv(px + n * in_n, H, W, Cin, pw, pb, pws, pbs, a, stride, padding, Wo, Cout, Ho * c / chunks,
+                  Ho * (c + 1) / chunks, py + n * out_n, ps + n * out_n);
+    }
+  });
+  return {y, sc};
+}
+
+TORCH_LIBRARY_FRAGMENT(yyfast, m) {
+  m.def(
+      "stem_conv_eval(Tensor x, Tensor weight, Tensor bias, Tensor shortcut_weight, Tensor shortcut_bias, int stride, "
+      "int padding, str act) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(yyfast, CPU, m) { m.impl("stem_conv_eval", &stem_conv_eval_cpu); }
+
+}  // namespace yyfast

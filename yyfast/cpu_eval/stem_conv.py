@@ -1,0 +1,64 @@
+"""A Residual stem's first 3x3 convolution (+ act) and its 1x1 shortcut in one C++ pass
+(``yyfast::stem_conv_eval``, float32 CPU, eval), for the few input channels a stem sees.
+
+oneDNN took 0.26 ms on one thread (0.20 on two) for the two convolutions of a 32x32 sample with 3 input
+channels, whose 1.8 M multiply-adds need a tenth of that; the op does them in one pass over the input
+(``csrc/cpu/stem_conv.cpp``). ``packed`` puts the weights in the op's layouts (cached on the conv,
+rebuilt when a weight changes); ``applies`` says where the op computes a block.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from . import mbconv_op
+
+#: More input channels than this: oneDNN's convolution (built for wide inputs) is used instead.
+MAX_IN_CHANNELS = 16
+
+
+def available() -> bool:
+    return mbconv_op.available() and hasattr(torch.ops.yyfast, "stem_conv_eval")
+
+
+def applies(conv1: nn.Module, shortcut: nn.Module) -> bool:
+    """Whether ``conv1`` (3x3, padding 1, any stride, biased, ungrouped) and ``shortcut`` (a biased 1x1 conv
+    of the same stride) are what the op computes, in float32 on the CPU."""
+    if not (isinstance(conv1, nn.Conv2d) and isinstance(shortcut, nn.Conv2d)):
+        return False
+    s = conv1.stride
+    return (conv1.kernel_size == (3, 3) and conv1.padding == (1, 1) and conv1.dilation == (1, 1)
+            and conv1.groups == 1 and conv1.bias is not None and conv1.padding_mode == "zeros" and s[0] == s[1]
+            and conv1.in_channels <= MAX_IN_CHANNELS and conv1.out_channels % 16 == 0
+            and shortcut.kernel_size == (1, 1) and shortcut.stride == s and shortcut.padding == (0, 0)
+            and shortcut.groups == 1 and shortcut.bias is not None
+            and shortcut.in_channels == conv1.in_channels and shortcut.out_channels == conv1.out_channels
+            and all(t.dtype == torch.float32 and t.device.type == "cpu"
+                    for t in (conv1.weight, conv1.bias, shortcut.weight, shortcut.bias)))
+
+
+def forget(module: nn.Module) -> None:
+    """Drop ``module``'s cached packing (``packed`` prepares it again at the next use)."""
+    module.__dict__.pop("_stem_conv", None)
+
+
+def packed(conv1: nn.Conv2d, shortcut: nn.Conv2d) -> Tuple[torch.Tensor, ...]:
+    """The op's weight arguments (weight (9, Cin, Cout), bias, shortcut weight (Cin, Cout), shortcut bias),
+    cached on ``conv1`` until any of the four tensors is replaced or modified."""
+    sources = (conv1.weight, conv1.bias, shortcut.weight, shortcut.bias)
+    key = tuple((t.data_ptr(), t._version) for t in sources)
+    cached = conv1.__dict__.get("_stem_conv")
+    if cached is None or cached[0] != key:
+        w, b, ws, bs = (t.detach() for t in sources)
+        cout, cin = w.shape[:2]
+        cached = (key, (w.permute(2, 3, 1, 0).reshape(9, cin, cout).contiguous(), b.contiguous(),
+                        ws.reshape(cout, cin).t().contiguous(), bs.contiguous()))
+        conv1.__dict__["_stem_conv"] = cached
+    return cached[1]
+
+
+def run(x: torch.Tensor, weights: Tuple[torch.Tensor, ...], stride: int, act: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(act(conv1(x)), shortcut(x))`` in one call, channels_last; ``weights`` from ``packed``."""
+    return torch.ops.yyfast.stem_conv_eval(x, *weights, stride, 1, act)
