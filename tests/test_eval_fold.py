@@ -71,13 +71,14 @@ def test_cpu_eval_takes_onednn_post_ops(monkeypatch):
     and activation) where it applies, and an MBConv is one block op (``cpu_eval``) where the extension
     is built; every block takes exactly its path, and the result is still the float64 reference's."""
     from yyfast import cpu_fusion
-    from yyfast.cpu_eval import mbconv_op, winograd
+    from yyfast.cpu_eval import mbconv_op, stem_conv, winograd
 
     if not cpu_fusion.available():
         pytest.skip(f"oneDNN fused convolutions unavailable here: {cpu_fusion._STATE['reason']}")
-    calls = {"act": 0, "add": 0, "block": 0, "winograd": 0}
+    calls = {"act": 0, "add": 0, "block": 0, "winograd": 0, "stem": 0}
     for module, name, key in ((cpu_fusion, "conv_act_onednn", "act"), (cpu_fusion, "conv_add_onednn", "add"),
-                              (mbconv_op, "run", "block"), (winograd, "conv_with", "winograd")):
+                              (mbconv_op, "run", "block"), (winograd, "conv_with", "winograd"),
+                              (stem_conv, "run", "stem")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _key=key, **k: (
             calls.__setitem__(_key, calls[_key] + 1), _real(*a, **k))[1])
@@ -89,8 +90,11 @@ def test_cpu_eval_takes_onednn_post_ops(monkeypatch):
     n_mb = sum(isinstance(m, FusedMBConv) for m in net.modules())
     n_block = n_mb if mbconv_op.available() else 0
     n_wino = sum(winograd.applies(m.conv2) for m in residuals) if winograd.available() else 0
-    assert calls == {"act": len(residuals) + n_mb - n_block, "add": len(residuals) - n_wino + n_mb - n_block,
-                     "block": n_block, "winograd": n_wino}, calls
+    # a stem (few input channels, Winograd's conv2): conv1 and the shortcut in one stem_conv pass
+    n_stem = sum(winograd.applies(m.conv2) and m._stem_applies() for m in residuals) if winograd.available() else 0
+    assert calls == {"act": len(residuals) - n_stem + n_mb - n_block, "add": len(residuals) - n_wino + n_mb - n_block,
+                     "block": n_block, "winograd": n_wino, "stem": n_stem}, calls
+    assert n_stem == (2 if stem_conv.available() and winograd.available() else 0)
     assert err < 2e-5, f"fused eval logits differ: {err:.3e}"
 
 

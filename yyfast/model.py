@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from . import activations, cpu_fusion, ops
 from .bn_fold import fold_conv_bn, fold_expand
-from .cpu_eval import arena, mbconv_op, winograd
+from .cpu_eval import arena, mbconv_op, stem_conv, winograd
 from .config import BACKENDS, YYNetConfig, get_config, list_models
 from .eval_fold import FoldCache, bn_tensors, in_dtype
 from .reference_model import DWBNActSE, MBConv, ReferenceYYNet, Residual, YinYangFusion
@@ -107,6 +107,14 @@ class FusedResidual(_FoldsInEval, Residual):
         if self._cpu_fused(x):
             if x.shape[1] == 1:
                 x = cpu_fusion.one_channel_last(x)  # else oneDNN writes the 1x1 shortcut in NCHW (slow)
+            if winograd.available() and winograd.applies(c2) and self._stem_applies():
+                # conv1 + act and the 1x1 shortcut in one pass (cpu_eval.stem_conv), then the 3x3 conv
+                # by Winograd with the shortcut add and the activation, as optimize_for_inference's stems.
+                sc = self.shortcut
+                ws = self.__dict__.setdefault("_stem_fold", FoldCache()).get(
+                    (w1, b1, sc.weight, sc.bias), lambda: stem_conv.pack(w1, b1, sc.weight, sc.bias))
+                h, shortcut = stem_conv.run(x, ws, c1.stride[0], self.act_name)
+                return winograd.conv_with(self._winograd_weights(w2), b2, h, self.act_name, shortcut)
             h = cpu_fusion.conv_act(c1, x, self.act_name, weight=w1, bias=b1)
             if winograd.available() and winograd.applies(c2):
                 # The 3x3 conv by Winograd with the shortcut add and the activation (cpu_eval.winograd).
@@ -115,6 +123,9 @@ class FusedResidual(_FoldsInEval, Residual):
             return activations.act(self.act_name, inplace=True)(out)
         h = self.act1(F.conv2d(x, w1, b1, c1.stride, c1.padding))
         return self.act(self.shortcut(x) + F.conv2d(h, w2, b2, c2.stride, c2.padding))
+
+    def _stem_applies(self) -> bool:
+        return stem_conv.available() and stem_conv.applies(self.conv1, self.shortcut)
 
     def _winograd_weights(self, w2: torch.Tensor) -> torch.Tensor:
         """conv2's Winograd weights for the folded ``w2``, kept while the fold cache returns that tensor."""

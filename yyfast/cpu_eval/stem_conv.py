@@ -1,10 +1,11 @@
 """A Residual stem's first 3x3 convolution (+ act) and its 1x1 shortcut in one C++ pass
 (``yyfast::stem_conv_eval``, float32 CPU, eval), for the few input channels a stem sees.
 
-oneDNN took 0.26 ms on one thread (0.20 on two) for the two convolutions of a 32x32 sample with 3 input
-channels, whose 1.8 M multiply-adds need a tenth of that; the op does them in one pass over the input
-(``csrc/cpu/stem_conv.cpp``). ``packed`` puts the weights in the op's layouts (cached on the conv,
-rebuilt when a weight changes); ``applies`` says where the op computes a block.
+oneDNN took 0.13 ms on two threads for the two convolutions of a 32x32 sample with 3 input channels
+(0.17 with the Yin stem's one), whose 1.8 M multiply-adds need far less; the op does them in one pass
+over the input in 0.04 (0.03) ms, and 0.59 against 0.68 ms at batch 16 (``csrc/cpu/stem_conv.cpp``).
+``packed`` puts the weights in the op's layouts (cached on the conv, rebuilt when a weight changes);
+``applies`` says where the op computes a block.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from torch import nn
 
 from . import mbconv_op
 
-#: More input channels than this: oneDNN's convolution (built for wide inputs) is used instead.
-MAX_IN_CHANNELS = 16
+#: More input channels than this: oneDNN's convolution (built for wide inputs) is used instead
+#: (csrc/cpu/stem_conv.cpp's kMaxCin, with the measurements).
+MAX_IN_CHANNELS = 8
 
 
 def available() -> bool:
@@ -51,12 +53,19 @@ def packed(conv1: nn.Conv2d, shortcut: nn.Conv2d) -> Tuple[torch.Tensor, ...]:
     key = tuple((t.data_ptr(), t._version) for t in sources)
     cached = conv1.__dict__.get("_stem_conv")
     if cached is None or cached[0] != key:
-        w, b, ws, bs = (t.detach() for t in sources)
-        cout, cin = w.shape[:2]
-        cached = (key, (w.permute(2, 3, 1, 0).reshape(9, cin, cout).contiguous(), b.contiguous(),
-                        ws.reshape(cout, cin).t().contiguous(), bs.contiguous()))
+        cached = (key, pack(*sources))
         conv1.__dict__["_stem_conv"] = cached
     return cached[1]
+
+
+def pack(weight: torch.Tensor, bias: torch.Tensor, shortcut_weight: torch.Tensor,
+         shortcut_bias: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """The op's weight arguments from the conv's (Cout, Cin, 3, 3) weight and bias and the shortcut's
+    (Cout, Cin, 1, 1) weight and bias."""
+    w, b, ws, bs = (t.detach() for t in (weight, bias, shortcut_weight, shortcut_bias))
+    cout, cin = w.shape[:2]
+    return (w.permute(2, 3, 1, 0).reshape(9, cin, cout).contiguous(), b.contiguous(),
+            ws.reshape(cout, cin).t().contiguous(), bs.contiguous())
 
 
 def run(x: torch.Tensor, weights: Tuple[torch.Tensor, ...], stride: int, act: str) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ def applies(conv: nn.Conv2d) -> bool:
             and conv.weight.device.type == "cpu")
 
 
-def transform_weights(weight: torch.Tensor, tile: int = 2) -> torch.Tensor:
+def transform_weights(weight: torch.Tensor, tile: int = TILE) -> torch.Tensor:
     """``U = G g G^T`` for every (out, in) filter pair of ``weight`` (Cout, Cin, 3, 3): ((tile + 2)^2, Cin,
     Cout) for F(tile x tile, 3x3), tile 2 or 4, computed in float64 and returned in ``weight``'s dtype."""
     g = torch.tensor(_G4 if tile == 4 else _G, dtype=torch.float64)
@@ -61,7 +61,7 @@ def packed(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
     cached = conv.__dict__.get("_winograd")
     if cached is None or cached[0] != key:
         bias = conv.bias.detach().contiguous()
-        cached = (key, (transform_weights(conv.weight, TILE), bias))
+        cached = (key, (transform_weights(conv.weight), bias))
         conv.__dict__["_winograd"] = cached
     return cached[1]
 
