@@ -185,3 +185,18 @@ def test_optimized_model_sees_a_write_through_data_after_a_forward():
     got = fast(x)
     fast.graph = "plain"
     assert rel_err(got, fast(x)) < 1e-5
+
+
+def test_model_eval_sees_a_write_through_data_to_a_stem_shortcut():
+    """yyfast.YYNet's CPU eval packs each stem's conv1 and shortcut for one pass (cpu_eval.stem_conv,
+    2026-11-28); the packing is content-keyed, so a ``.data`` write to the shortcut (no version bump) is
+    seen by the next forward, as by the reference network."""
+    model = yyfast.create_model("yynet_small_16").eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+        weight = model.yang[0].shortcut.weight
+        weight.data.copy_(torch.randn_like(weight))
+        got = model(x)
+        expected = model.set_backend("reference")(x)
+    assert rel_err(got, expected) < 1e-5 and rel_err(before, expected) > 1e-3
