@@ -362,23 +362,31 @@ class InferenceYYNet(TimmInfo, nn.Module):
             return None
         return whole
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _route(self, x: torch.Tensor):
+        """``x`` prepared (``_prepare``), its span backend, the bound blocks (``_bound``; empty where they do
+        not run) and the one-call plan (``_whole``; None where it does not run): worked out once a forward."""
+        x = self._prepare(x)
+        span_backend = self.span_backend(x.device)
+        bound = self._bound() if self._onednn(x, span_backend) else {}
+        return x, span_backend, bound, self._whole(bound)
+
+    def _features(self, x: torch.Tensor, span_backend: str, bound: Dict[str, Any],
+                  whole: Optional[whole_forward.Plan]) -> torch.Tensor:
+        if whole is not None:
+            # Every block in one C++ call: the same ops and results, no Python between them.
+            return whole_forward.run(whole, x)
         fast = self.graph == "fast"
+        yin_in = x.mean(dim=1, keepdim=True) if self.config.yin_input == "mean" else x[:, :1]
+        if self.channels_last:
+            yin_in = cpu_fusion.one_channel_last(yin_in)
+        a = self._blocks(self.yang, x, span_backend, fast, bound.get("yang"))
+        i = self._blocks(self.yin, yin_in, span_backend, fast, bound.get("yin"))
+        return self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast,
+                            bound.get("single_path"))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            x = self._prepare(x)
-            span_backend = self.span_backend(x.device)
-            bound = self._bound() if self._onednn(x, span_backend) else {}
-            whole = self._whole(bound)
-            if whole is not None:
-                # Every block in one C++ call: the same ops and results, no Python between them.
-                return whole_forward.run(whole, x)
-            yin_in = x.mean(dim=1, keepdim=True) if self.config.yin_input == "mean" else x[:, :1]
-            if self.channels_last:
-                yin_in = cpu_fusion.one_channel_last(yin_in)
-            a = self._blocks(self.yang, x, span_backend, fast, bound.get("yang"))
-            i = self._blocks(self.yin, yin_in, span_backend, fast, bound.get("yin"))
-            return self._blocks(self.single_path, self._fuse(a, i, span_backend), span_backend, fast,
-                                bound.get("single_path"))
+            return self._features(*self._route(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool -> fc -> act (``pre_logits=True`` stops here) -> classifier (dropout is off in eval)."""
@@ -398,13 +406,9 @@ class InferenceYYNet(TimmInfo, nn.Module):
         return contextlib.nullcontext()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._memory_scope(x):
-            if isinstance(x, torch.Tensor) and x.device.type == "cpu":
-                with torch.no_grad():
-                    xp = self._prepare(x)
-                    if self._onednn(xp, self.span_backend(xp.device)):
-                        whole = self._whole(self._bound())
-                        if whole is not None and all(_plain_linear(m) for m in (self.fc, self.classifier)):
-                            # the head in the same call as the blocks (whole_forward.run_logits)
-                            return whole_forward.run_logits(whole, xp, self.fc, self.classifier)
-            return self.forward_head(self.forward_features(x))
+        with self._memory_scope(x), torch.no_grad():
+            x, span_backend, bound, whole = self._route(x)  # once: the weight check is ~0.3 ms at batch 1
+            if whole is not None and all(_plain_linear(m) for m in (self.fc, self.classifier)):
+                # the head in the same call as the blocks (whole_forward.run_logits)
+                return whole_forward.run_logits(whole, x, self.fc, self.classifier)
+            return self.forward_head(self._features(x, span_backend, bound, whole))
