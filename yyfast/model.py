@@ -107,7 +107,8 @@ class FusedResidual(_FoldsInEval, Residual):
         if self._cpu_fused(x):
             if x.shape[1] == 1:
                 x = cpu_fusion.one_channel_last(x)  # else oneDNN writes the 1x1 shortcut in NCHW (slow)
-            if winograd.available() and winograd.applies(c2) and self._stem_applies():
+            wino2 = winograd.available() and winograd.applies(c2)
+            if wino2 and self._stem_applies():
                 # conv1 + act and the 1x1 shortcut in one pass (cpu_eval.stem_conv), then the 3x3 conv
                 # by Winograd with the shortcut add and the activation, as optimize_for_inference's stems.
                 sc = self.shortcut
@@ -116,7 +117,7 @@ class FusedResidual(_FoldsInEval, Residual):
                 h, shortcut = stem_conv.run(x, ws, c1.stride[0], self.act_name)
                 return winograd.conv_with(self._winograd_weights(w2), b2, h, self.act_name, shortcut)
             h = cpu_fusion.conv_act(c1, x, self.act_name, weight=w1, bias=b1)
-            if winograd.available() and winograd.applies(c2):
+            if wino2:
                 # The 3x3 conv by Winograd with the shortcut add and the activation (cpu_eval.winograd).
                 return winograd.conv_with(self._winograd_weights(w2), b2, h, self.act_name, self.shortcut(x))
             out = cpu_fusion.conv_add(c2, h, self.shortcut(x), weight=w2, bias=b2)

@@ -56,15 +56,15 @@ struct Net {
 };
 
 // By value: a c10::List element is a temporary (a reference to it would dangle).
-at::Tensor weight(const Net& net, int64_t k) {
-  c10::optional<at::Tensor> t = (*net.weights)[k];
-  TORCH_CHECK(t.has_value() && t->defined(), kOp, ": weights[", k, "] must be a tensor, got None");
-  return *t;
-}
-
 c10::optional<at::Tensor> maybe_weight(const Net& net, int64_t k) {
   c10::optional<at::Tensor> t = (*net.weights)[k];
   return t.has_value() && t->defined() ? t : c10::nullopt;
+}
+
+at::Tensor weight(const Net& net, int64_t k) {
+  c10::optional<at::Tensor> t = maybe_weight(net, k);
+  TORCH_CHECK(t.has_value(), kOp, ": weights[", k, "] must be a tensor, got None");
+  return *t;
 }
 
 // oneDNN's convolution with its bias and an optional activation ("none", "gelu" or "silu"), by the

@@ -18,6 +18,7 @@ from torch import nn
 from .. import cpu_fusion
 from ..cpu_eval import mbconv_op, stem_conv, winograd
 
+
 class Step(NamedTuple):
     """One block of the op's plan: its four plan ints and its weights."""
     plan: Tuple[int, int, int, int]
