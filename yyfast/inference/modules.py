@@ -406,9 +406,13 @@ class InferenceYYNet(TimmInfo, nn.Module):
         return contextlib.nullcontext()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._memory_scope(x), torch.no_grad():
-            x, span_backend, bound, whole = self._route(x)  # once: the weight check is ~0.3 ms at batch 1
-            if whole is not None and all(_plain_linear(m) for m in (self.fc, self.classifier)):
-                # the head in the same call as the blocks (whole_forward.run_logits)
-                return whole_forward.run_logits(whole, x, self.fc, self.classifier)
-            return self.forward_head(self._features(x, span_backend, bound, whole))
+        with self._memory_scope(x):
+            # The no-grad region ends before forward_head (which has its own), as when forward called
+            # forward_features: torch.export failed to save a program with the head inside it.
+            with torch.no_grad():
+                x, span_backend, bound, whole = self._route(x)  # once: the weight check is ~0.3 ms at batch 1
+                if whole is not None and all(_plain_linear(m) for m in (self.fc, self.classifier)):
+                    # the head in the same call as the blocks (whole_forward.run_logits)
+                    return whole_forward.run_logits(whole, x, self.fc, self.classifier)
+                features = self._features(x, span_backend, bound, whole)
+            return self.forward_head(features)
