@@ -64,11 +64,18 @@ static PyObject* py_set_cpu_isa(PyObject*, PyObject* arg) {
   }
   Py_RETURN_NONE;
 }
+// fast_forward.cpp: InferenceYYNet's one-call forward with its checks in C.
+PyObject* yyfast_fast_record(PyObject*, PyObject* args);
+PyObject* yyfast_fast_forward(PyObject*, PyObject* args);
 static PyMethodDef methods[] = {
     {"cuda_built", py_cuda_built, METH_NOARGS, "True when the CUDA kernels were compiled in."},
     {"cpu_isa", py_cpu_isa, METH_NOARGS, "The instruction set the C++ CPU span kernels run with."},
     {"cpu_isas", py_cpu_isas, METH_NOARGS, "The instruction sets of the C++ CPU span kernels this CPU can run."},
     {"set_cpu_isa", py_set_cpu_isa, METH_O, "Select the C++ CPU span kernels' instruction set (for tests)."},
+    {"fast_record", yyfast_fast_record, METH_VARARGS,
+     "The arguments of InferenceYYNet's one-call forward (a capsule)."},
+    {"fast_forward", yyfast_fast_forward, METH_VARARGS,
+     "InferenceYYNet's logits in one call, or None where its record no longer holds."},
     {nullptr, nullptr, 0, nullptr}};
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "yyfast C++/CUDA ops", -1, methods};
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }

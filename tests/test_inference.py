@@ -201,7 +201,8 @@ needs_block_op = pytest.mark.skipif(not __import__("yyfast.inference.block_plan"
 
 def _block_calls(monkeypatch):
     """A list that grows by one for every MBConv block the block op computes: each call from Python, and
-    each MBConv step of a whole-forward call (yyfast::yynet_eval calls the op from C++)."""
+    each MBConv step of a whole-forward call (yyfast::yynet_eval calls the op from C++), from Python or
+    through yyfast._C.fast_forward."""
     from yyfast.cpu_eval import mbconv_op
     from yyfast.inference import whole_forward
 
@@ -215,6 +216,15 @@ def _block_calls(monkeypatch):
         return run
     for name in ("run", "run_logits"):
         monkeypatch.setattr(whole_forward, name, counted(getattr(whole_forward, name)))
+    if whole_forward.available() and hasattr(whole_forward.extension(), "fast_forward"):
+        real_fast = whole_forward.extension().fast_forward
+
+        def fast_forward(model, record, x):
+            out = real_fast(model, record, x)
+            if out is not None:
+                calls.extend(1 for kind in model.__dict__["_fast_forward"].plan.plan[4::4] if kind == 1)
+            return out
+        monkeypatch.setattr(whole_forward.extension(), "fast_forward", fast_forward)
     return calls
 
 

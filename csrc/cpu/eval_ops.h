@@ -6,6 +6,7 @@
 
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace yyfast {
 
@@ -28,5 +29,13 @@ std::tuple<at::Tensor, at::Tensor> stem_conv_eval_cpu(const at::Tensor& x, const
                                                       const at::Tensor& bias, const at::Tensor& shortcut_weight,
                                                       const at::Tensor& shortcut_bias, int64_t stride, int64_t padding,
                                                       std::string act);
+
+// yyfast::same_values (same_values.cpp): whether every tensor holds its snapshot's bytes.
+bool same_values(const std::vector<at::Tensor>& current, const std::vector<at::Tensor>& snapshot);
+
+// yyfast::arena_enter / arena_exit (inference_arena.cpp): the CPU allocator is the arena between them
+// (enter returns false, and exit must not follow, where a higher-priority allocator stays).
+bool arena_enter();
+void arena_exit();
 
 }  // namespace yyfast

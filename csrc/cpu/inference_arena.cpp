@@ -27,6 +27,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "eval_ops.h"
+
 namespace yyfast {
 namespace {
 
@@ -115,9 +117,13 @@ class Arena final : public c10::Allocator {
   int64_t hits_ = 0, misses_ = 0;
 };
 
+}  // namespace
+
+namespace {
 std::mutex g_scope_mu;
 int64_t g_depth = 0;
 c10::Allocator* g_saved = nullptr;
+}  // namespace
 
 bool arena_enter() {
   std::lock_guard<std::mutex> lock(g_scope_mu);
@@ -139,6 +145,8 @@ void arena_exit() {
     g_saved = nullptr;
   }
 }
+
+namespace {
 
 int64_t arena_release() { return Arena::get().release_all(); }
 

@@ -38,6 +38,13 @@ def available() -> bool:
             and winograd.available())
 
 
+def extension():
+    """The ``yyfast._C`` module (its ``fast_record`` / ``fast_forward``, ``csrc/fast_forward.cpp``); call only
+    where ``available()``."""
+    import yyfast._C as ext
+    return ext
+
+
 def _is_plain_conv(conv: nn.Module, kernel: int, stride: int, padding: int) -> bool:
     return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (kernel, kernel) and conv.stride == (stride, stride)
             and conv.padding == (padding, padding) and conv.dilation == (1, 1) and conv.groups == 1
