@@ -90,11 +90,12 @@ def test_cpu_eval_takes_onednn_post_ops(monkeypatch):
     n_mb = sum(isinstance(m, FusedMBConv) for m in net.modules())
     n_block = n_mb if mbconv_op.available() else 0
     n_wino = sum(winograd.applies(m.conv2) for m in residuals) if winograd.available() else 0
-    # a stem (few input channels, Winograd's conv2): conv1 and the shortcut in one stem_conv pass
+    # a stem (few input channels) or the strided single-path Residual, with Winograd's conv2: conv1 and the
+    # shortcut in one stem_conv call
     n_stem = sum(winograd.applies(m.conv2) and m._stem_applies() for m in residuals) if winograd.available() else 0
     assert calls == {"act": len(residuals) - n_stem + n_mb - n_block, "add": len(residuals) - n_wino + n_mb - n_block,
                      "block": n_block, "winograd": n_wino, "stem": n_stem}, calls
-    assert n_stem == (2 if stem_conv.available() and winograd.available() else 0)
+    assert n_stem == (3 if stem_conv.available() and winograd.available() else 0)
     assert err < 2e-5, f"fused eval logits differ: {err:.3e}"
 
 

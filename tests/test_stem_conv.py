@@ -1,6 +1,7 @@
 """yyfast::stem_conv_eval (a Residual stem's first 3x3 convolution + act and its 1x1 shortcut in one pass,
-float32 CPU, eval): against the float64 convolutions on awkward shapes, every activation, both work
-splits and every ISA build; its argument checks; where it applies."""
+float32 CPU, eval; wider strided inputs by im2col + GEMM with the shortcut from the centre tap): against
+the float64 convolutions on awkward shapes, every activation, both work splits and every ISA build; its
+argument checks; where it applies."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,11 @@ def _check(conv1, shortcut, x, stride, act, tol=1e-6):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n,cin,cout,h,w,stride", [(1, 3, 64, 32, 32, 1), (3, 1, 64, 7, 9, 1), (2, 3, 32, 5, 6, 2),
-                                                   (5, 4, 16, 1, 1, 1), (1, 8, 48, 9, 4, 2), (4, 2, 80, 3, 17, 2)])
+                                                   (5, 4, 16, 1, 1, 1), (1, 8, 48, 9, 4, 2), (4, 2, 80, 3, 17, 2),
+                                                   # im2col + GEMM: single-path Residuals, odd sizes, stride 3,
+                                                   # a 1x1 input, a sample of more than 256 output positions
+                                                   (1, 64, 64, 16, 16, 2), (3, 20, 32, 9, 7, 2), (2, 9, 16, 11, 5, 3),
+                                                   (1, 16, 48, 1, 1, 2), (1, 24, 16, 40, 38, 2)])
 @pytest.mark.parametrize("act", ["none", "gelu", "silu"])
 def test_matches_the_float64_convolutions(threads, n, cin, cout, h, w, stride, act):
     conv1, shortcut = _convs(cin, cout, stride, seed=n * 10 + h)
@@ -52,7 +57,7 @@ def test_each_isa_build(isa):
     prev = ext.cpu_isa()
     ext.set_cpu_isa(isa)
     try:
-        for cin, cout, h, w, stride in ((3, 64, 11, 8, 1), (1, 48, 6, 5, 2), (4, 16, 2, 3, 1)):
+        for cin, cout, h, w, stride in ((3, 64, 11, 8, 1), (1, 48, 6, 5, 2), (4, 16, 2, 3, 1), (40, 32, 7, 6, 2)):
             conv1, shortcut = _convs(cin, cout, stride, seed=cout)
             _check(conv1, shortcut, torch.randn(2, cin, h, w).contiguous(memory_format=torch.channels_last),
                    stride, "gelu")
@@ -73,7 +78,8 @@ def test_weights_are_repacked_after_an_in_place_edit():
 @pytest.mark.parametrize("args,match", [
     (lambda x, p: (x.double(), *p, 1, 1, "gelu"), "x must be a 4-d float32 CPU tensor"),
     (lambda x, p: (x[:0], *p, 1, 1, "gelu"), "x must have no empty dimension"),
-    (lambda x, p: (torch.randn(1, 9, 4, 4), *p, 1, 1, "gelu"), "at most 8 channels"),
+    (lambda x, p: (torch.randn(1, 9, 4, 4), *p, 1, 0, "gelu"), "with more than 8 input channels the padding must be 1"),
+    (lambda x, p: (torch.randn(1, 9, 4, 4), *p, 2, 1, "gelu"), r"weight must be a contiguous .* \[9, 9, 16\]"),
     (lambda x, p: (x, *p, 0, 1, "gelu"), "stride must be >= 1"),
     (lambda x, p: (x, *p, 1, 1, "relu"), "act must be 'none', 'gelu' or 'silu'"),
     (lambda x, p: (x, p[0][:, :, :8].contiguous(), *p[1:], 1, 1, "gelu"), "Cout must be a positive multiple of 16"),
@@ -96,7 +102,8 @@ def test_applies_only_to_the_geometry_it_computes():
     assert not stem_conv.applies(conv1, nn.Conv2d(3, 32, 1, 1))                       # other stride
     assert not stem_conv.applies(conv1, nn.Identity())                                # no shortcut conv
     assert not stem_conv.applies(nn.Conv2d(3, 32, 3, 2, 0), shortcut)                  # padding 0
-    assert not stem_conv.applies(nn.Conv2d(9, 32, 3, 2, 1), nn.Conv2d(9, 32, 1, 2))    # wide input
+    assert stem_conv.applies(nn.Conv2d(64, 32, 3, 2, 1), nn.Conv2d(64, 32, 1, 2))      # wide, strided: im2col
+    assert not stem_conv.applies(nn.Conv2d(9, 32, 3, 1, 1), nn.Conv2d(9, 32, 1, 1))    # wide, stride 1
     assert not stem_conv.applies(nn.Conv2d(3, 24, 3, 2, 1), nn.Conv2d(3, 24, 1, 2))    # Cout % 16
     assert not stem_conv.applies(nn.Conv2d(3, 32, 3, 2, 1, bias=False), shortcut)      # no bias
     assert not stem_conv.applies(conv1.double(), shortcut)                            # float64

@@ -62,6 +62,11 @@ constexpr const char* kOp = "mbconv_eval";
 // Below this many samples per thread (and not a multiple of the thread count) each sample's rows are
 // split over the threads instead of giving each thread whole samples.
 constexpr int64_t kSplitBelowSamplesPerThread = 4;
+// ... and only with at least this many input positions a sample: below it one thread does the sample alone
+// (each thread of a split reads all the block's weights for a few rows). Batch 1, 64 -> 256 -> 64 channels,
+// 1 vs 2 threads: stride 1 at 4x4 29 vs 36 us, 6x6 48 vs 47, 8x8 78 vs 62; stride 2 at 6x6 38 vs 47, 8x8
+// 56 vs 52 (2-core EPYC, 2026-11-28).
+constexpr int64_t kMinSplitPositions = 48;
 
 void check_weight(const at::Tensor& t, const char* name, std::vector<int64_t> shape) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, kOp, ": ", name,
@@ -291,7 +296,8 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
       sample(B, px + n * in_n, rn, pout + n * out_n);
   };
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  if (threads > 1 && N % threads != 0 && N < kSplitBelowSamplesPerThread * threads && Ho >= threads) {
+  if (threads > 1 && N % threads != 0 && N < kSplitBelowSamplesPerThread * threads && Ho >= threads &&
+      H * W >= kMinSplitPositions) {
     // Too few samples to keep every thread busy with whole ones (batch 1 on 2 threads; batch 3 would
     // leave one thread idle for a third of the call): each sample's rows are split over the threads.
     for (int64_t n = 0; n < N; ++n) run(n, true, threads);

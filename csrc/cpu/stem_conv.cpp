@@ -11,6 +11,13 @@
 // the 1-channel Yin stem in brackets: 0.041 (0.028) ms against oneDNN's 0.131 (0.168) at batch 1, and
 // 0.59 against 0.68 ms at batch 16.
 //
+// Wider inputs (more than kMaxCin channels; applies() gives them to this op only at stride > 1, where
+// Winograd does not apply): im2col then one GEMM for the 3x3 convolution, and the shortcut as a second
+// GEMM over the im2col's centre tap (with padding 1, tap (1, 1) of output (oh, ow) is input (oh*s, ow*s),
+// what the strided 1x1 convolution reads). Why: oneDNN took 79 + 46 us (2 threads; 94 + 45 on one) for
+// yynet_small_64's single-path Residual at batch 1 (64 -> 64, 16x16 -> 8x8): it reorders the weights on
+// every call, which costs more than the 4.7 M multiply-adds at this size.
+//
 // Work split as in conv3x3_winograd_eval: one sample's output rows per task; a batch with fewer samples
 // than threads (and not a multiple of them) splits each sample's rows over the threads.
 //
@@ -19,6 +26,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -37,6 +46,52 @@ constexpr const char* kOp = "stem_conv_eval";
 // More input channels than this: oneDNN's kernels, built for wide inputs, caught up (batch 16, 2 threads,
 // 32x32 -> 64 channels: 1.21 vs 1.18 ms at 8 input channels, 2.24 vs 1.98 at 16; 0.59 vs 0.68 at 3).
 constexpr int64_t kMaxCin = 8;
+// Output positions per im2col block: the block's columns (positions x 9*Cin floats, 576 KiB at 64
+// channels) stay in a per-thread buffer.
+constexpr int64_t kIm2colPositions = 256;
+
+std::vector<float>& col_buffer() {
+  thread_local std::vector<float> buf;
+  return buf;
+}
+
+// Output rows [o0, o1) of one sample by im2col + GEMM (padding 1): y = act(col @ W + b), sc = col[:, centre
+// tap] @ Ws + bs, both written at their rows of the sample's (Ho*Wo, Cout) outputs.
+void im2col_rows(const float* x, int64_t H, int64_t W, int64_t Cin, const float* w, const float* b, const float* ws,
+                 const float* bs, int act, int64_t stride, int64_t Wo, int64_t Cout, int64_t o0, int64_t o1, float* y,
+                 float* sc, const SpanCpuKernels& K) {
+  const int64_t kc = 9 * Cin, block_rows = std::max<int64_t>(1, kIm2colPositions / Wo);
+  const auto f = at::TensorOptions().dtype(at::kFloat);
+  for (int64_t r0 = o0; r0 < o1; r0 += block_rows) {
+    const int64_t r1 = std::min(o1, r0 + block_rows), m = (r1 - r0) * Wo;
+    std::vector<float>& buf = col_buffer();
+    if (static_cast<int64_t>(buf.size()) < m * kc) buf.resize(m * kc);
+    float* col = buf.data();
+    for (int64_t oh = r0; oh < r1; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        float* c = col + ((oh - r0) * Wo + ow) * kc;
+        for (int64_t kh = 0; kh < 3; ++kh)
+          for (int64_t kw = 0; kw < 3; ++kw, c += Cin) {
+            const int64_t ih = oh * stride - 1 + kh, iw = ow * stride - 1 + kw;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+              std::fill(c, c + Cin, 0.0f);
+            else
+              std::copy(x + (ih * W + iw) * Cin, x + (ih * W + iw + 1) * Cin, c);
+          }
+      }
+    float* yr = y + r0 * Wo * Cout;
+    float* sr = sc + r0 * Wo * Cout;
+    at::Tensor yt = at::from_blob(yr, {m, Cout}, f), st = at::from_blob(sr, {m, Cout}, f);
+    at::mm_out(yt, at::from_blob(col, {m, kc}, f), at::from_blob(const_cast<float*>(w), {kc, Cout}, f));
+    at::mm_out(st, at::from_blob(col + 4 * Cin, {m, Cin}, {kc, 1}, f),
+               at::from_blob(const_cast<float*>(ws), {Cin, Cout}, f));
+    if (act < 0)
+      K.add_bias_rows(yr, b, nullptr, m, Cout);
+    else
+      K.bias_act(yr, b, act, m, Cout);
+    K.add_bias_rows(sr, bs, nullptr, m, Cout);
+  }
+}
 
 void check_param(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.sizes() == shape && t.is_contiguous(), kOp,
@@ -54,7 +109,8 @@ std::tuple<at::Tensor, at::Tensor> stem_conv_eval_cpu(const at::Tensor& x, const
               ": x must be a 4-d float32 CPU tensor, got ", x.sizes(), " ", x.scalar_type(), " on ", x.device());
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(N > 0 && Cin > 0 && H > 0 && W > 0, kOp, ": x must have no empty dimension, got ", x.sizes());
-  TORCH_CHECK(Cin <= kMaxCin, kOp, ": x must have at most ", kMaxCin, " channels, got ", Cin);
+  TORCH_CHECK(Cin <= kMaxCin || padding == 1, kOp, ": with more than ", kMaxCin,
+              " input channels the padding must be 1, got ", padding);
   TORCH_CHECK(stride >= 1 && padding >= 0, kOp, ": stride must be >= 1 and padding >= 0, got ", stride, " and ",
               padding);
   TORCH_CHECK(act == "none" || act == "gelu" || act == "silu", kOp, ": act must be 'none', 'gelu' or 'silu', got '",
@@ -86,8 +142,12 @@ std::tuple<at::Tensor, at::Tensor> stem_conv_eval_cpu(const at::Tensor& x, const
   at::parallel_for(0, N * chunks, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / chunks, c = i % chunks;
-      K.stem_conv(px + n * in_n, H, W, Cin, pw, pb, pws, pbs, a, stride, padding, Wo, Cout, Ho * c / chunks,
-                  Ho * (c + 1) / chunks, py + n * out_n, ps + n * out_n);
+      if (Cin <= kMaxCin)
+        K.stem_conv(px + n * in_n, H, W, Cin, pw, pb, pws, pbs, a, stride, padding, Wo, Cout, Ho * c / chunks,
+                    Ho * (c + 1) / chunks, py + n * out_n, ps + n * out_n);
+      else
+        im2col_rows(px + n * in_n, H, W, Cin, pw, pb, pws, pbs, a, stride, Wo, Cout, Ho * c / chunks,
+                    Ho * (c + 1) / chunks, py + n * out_n, ps + n * out_n, K);
     }
   });
   return {y, sc};

@@ -4,6 +4,11 @@
 oneDNN took 0.13 ms on two threads for the two convolutions of a 32x32 sample with 3 input channels
 (0.17 with the Yin stem's one), whose 1.8 M multiply-adds need far less; the op does them in one pass
 over the input in 0.04 (0.03) ms, and 0.59 against 0.68 ms at batch 16 (``csrc/cpu/stem_conv.cpp``).
+With more input channels (a single-path Residual's strided first convolution) the op runs im2col + GEMM
+and takes the shortcut from the im2col's centre tap: 0.044 against oneDNN's 0.123 ms at batch 1 for
+yynet_small_64's 64 -> 64, 16x16 -> 8x8 (2 threads), 0.117 vs 0.171 at batch 3, but 10% and 27% slower at
+batch 16 and 256 (0.53 vs 0.49, 9.7 vs 7.7 ms: about 0.1% and 0.3% of those forwards). At stride 1 such
+a convolution is Winograd's (``winograd``), so ``applies`` leaves it.
 ``packed`` puts the weights in the op's layouts (cached on the conv, rebuilt when a weight changes);
 ``applies`` says where the op computes a block.
 """
@@ -16,8 +21,8 @@ from torch import nn
 
 from . import mbconv_op
 
-#: More input channels than this: oneDNN's convolution (built for wide inputs) is used instead
-#: (csrc/cpu/stem_conv.cpp's kMaxCin, with the measurements).
+#: More input channels than this: the op applies only at stride > 1, by im2col + GEMM (its direct kernel is
+#: for few channels: csrc/cpu/stem_conv.cpp's kMaxCin, with the measurements).
 MAX_IN_CHANNELS = 8
 
 
@@ -26,14 +31,15 @@ def available() -> bool:
 
 
 def applies(conv1: nn.Module, shortcut: nn.Module) -> bool:
-    """Whether ``conv1`` (3x3, padding 1, any stride, biased, ungrouped) and ``shortcut`` (a biased 1x1 conv
-    of the same stride) are what the op computes, in float32 on the CPU."""
+    """Whether ``conv1`` (3x3, padding 1, biased, ungrouped; any stride with at most ``MAX_IN_CHANNELS``
+    input channels, else stride > 1) and ``shortcut`` (a biased 1x1 conv of the same stride) are what the
+    op computes, in float32 on the CPU."""
     if not (isinstance(conv1, nn.Conv2d) and isinstance(shortcut, nn.Conv2d)):
         return False
     s = conv1.stride
     return (conv1.kernel_size == (3, 3) and conv1.padding == (1, 1) and conv1.dilation == (1, 1)
             and conv1.groups == 1 and conv1.bias is not None and conv1.padding_mode == "zeros" and s[0] == s[1]
-            and conv1.in_channels <= MAX_IN_CHANNELS and conv1.out_channels % 16 == 0
+            and (conv1.in_channels <= MAX_IN_CHANNELS or s[0] > 1) and conv1.out_channels % 16 == 0
             and shortcut.kernel_size == (1, 1) and shortcut.stride == s and shortcut.padding == (0, 0)
             and shortcut.groups == 1 and shortcut.bias is not None
             and shortcut.in_channels == conv1.in_channels and shortcut.out_channels == conv1.out_channels
