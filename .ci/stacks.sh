@@ -29,9 +29,11 @@ SUBSET=(tests/test_build.py tests/test_backends.py
         tests/test_cuda_dw_bn_act_se.py tests/test_cuda_yinyang_fuse.py tests/test_op_schemas.py
         tests/test_triton_model.py tests/test_cuda_model.py
         tests/test_evaluate.py::test_json_matches_the_trainers_own_evaluation
-        tests/test_whole_forward.py tests/test_stem_conv.py)
+        tests/test_whole_forward.py tests/test_stem_conv.py tests/test_fast_forward.py)
 # test_whole_forward: the one-call CPU forward calls oneDNN's mkldnn::_convolution_pointwise boxed, a
 # torch-internal schema, so each stack proves it (and the forward's equality with the per-block path).
+# test_fast_forward: csrc/fast_forward.cpp uses torch's Python bindings (THPVariable_*) and the Python C
+# API against each stack's torch.
 # Deselected here, all still run by the pinned stack's whole suite:
 # * test_build's CMake/ctest build: it does not involve torch.
 # * all but one model training step per backend: one step per backend (Triton gelu/sigmoid/add; the C++

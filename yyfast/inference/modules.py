@@ -316,8 +316,10 @@ class InferenceYYNet(TimmInfo, nn.Module):
             if bound is not None and not _has_hooks(block):
                 # Batch-1 overhead: the block's ops with every argument bound (``_bound``), without
                 # nn.Module's call machinery or a weight check per block and convolution (a block with
-                # hooks still goes through its module call). The one check left costs 0.125 ms of a
-                # 3.9 ms forward (yynet_small_64 fp32 batch 1, 2 threads, 2-core EPYC, 2026-11-28).
+                # hooks still goes through its module call). The one check left (``_bound``: the module
+                # walk and same_values) cost 0.25-0.3 ms of a ~4 ms forward from Python (yynet_small_64
+                # fp32 batch 1, 2 threads, 2-core EPYC, 2026-11-28); the one-call forward makes it in C
+                # (``_fast_record``).
                 x = bound[k](x)
             elif isinstance(block, FoldedMBConv):
                 x = block(x, span_backend, inplace=fast, fold_se=fast, op_backend=self._op_backend(span_backend))
