@@ -200,3 +200,24 @@ def test_model_eval_sees_a_write_through_data_to_a_stem_shortcut():
         got = model(x)
         expected = model.set_backend("reference")(x)
     assert rel_err(got, expected) < 1e-5 and rel_err(before, expected) > 1e-3
+
+
+@pytest.mark.parametrize("how", ["copy through .data", "p.data = another tensor"])
+def test_optimized_models_one_call_route_sees_a_write_to_a_packed_strided_conv(how):
+    """2026-11-28: InferenceYYNet's forward checks its record in C (yyfast._C.fast_forward) and the
+    single-path Residual's strided conv1 is packed for stem_conv_eval's im2col pass; neither a write
+    through ``.data`` nor a swapped ``.data`` tensor bumps a version counter. The next forward must use
+    the new weights, as the plain graph does."""
+    fast = yyfast.optimize_for_inference(yyfast.create_model("yynet_small_16").eval())
+    x = torch.randn(1, 3, 16, 16)
+    before = fast(x)
+    fast(x)  # the record now exists: this call took the C route
+    weight = fast.single_path[0].conv1.weight
+    if how == "copy through .data":
+        weight.data.copy_(torch.randn_like(weight))
+    else:
+        weight.data = torch.randn_like(weight)
+    got = fast(x)
+    fast.graph = "plain"
+    expected = fast(x)
+    assert rel_err(got, expected) < 1e-5 and rel_err(before, expected) > 1e-3
