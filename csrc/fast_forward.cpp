@@ -8,7 +8,8 @@
 // C over the modules' dicts, the tensors are held in C++ (no conversion), and the arena is entered in C++.
 //
 // fast_record(weights, plan, fusion, act, gate, fc_weight, fc_bias, cls_weight, cls_bias, params,
-//             snapshot, in_chans) -> capsule: the op's arguments and the parameters with their snapshot.
+//             snapshot, in_chans) -> capsule: the op's arguments and the parameters with their snapshots
+//             (None for a parameter the op's weights are views of).
 // fast_forward(root, record, x) -> logits, or None where anything differs from when the record was made
 // (the caller then takes the Python route, which binds again or raises its own error):
 //   record = (modules, params, capsule, state, global_hook_dicts), built by InferenceYYNet._fast_record:
@@ -18,8 +19,10 @@
 //   * no module in it may have a forward hook or pre-hook, nor any dict of `global_hook_dicts` an entry
 //     (hooks run only on the per-block route);
 //   * every (name, value) of `state` must equal root.__dict__[name] (graph, backend);
-//   * the parameters must hold their snapshot's bytes (same_values: `.data` writes miss the version
-//     counters);
+//   * a parameter the op reads through a copy (a Winograd transform, a packed layout) must hold its
+//     snapshot's bytes (same_values: `.data` writes miss the version counters); one the op reads itself
+//     (its weight argument is a view of the parameter, snapshot None) must still be at the same memory
+//     with the same sizes and strides (`p.data = t` moves it; writes in place are what the op reads);
 //   * x must be a 4-d float32 CPU strided tensor with in_chans channels.
 // The op is called through the dispatcher (profilers and dispatch modes see yyfast::yynet_eval), without
 // autograd, inside the CPU arena, with the GIL released.
@@ -43,8 +46,26 @@ struct Record {
   std::vector<double> fusion;
   std::string act, gate;
   at::Tensor fc_weight, fc_bias, cls_weight, cls_bias;
-  std::vector<at::Tensor> params, snapshot;
+  // The parameters the op reads through a copy (a Winograd transform, a packing) with their snapshots;
+  // the others (the op's weights are views of them) with where their data was at binding.
+  std::vector<at::Tensor> copied, snapshot;
+  struct Aliased {
+    at::Tensor param;
+    const void* data;
+    std::vector<int64_t> sizes, strides;
+  };
+  std::vector<Aliased> aliased;
   int64_t in_chans = 0;
+
+  // Whether every parameter is as at binding: an aliased one still at the same memory with the same
+  // layout (an in-place write is what the op reads; `p.data = t` moves it), a copied one the same bytes.
+  bool unchanged() const {
+    for (const Aliased& a : aliased)
+      if (a.param.const_data_ptr() != a.data || a.param.sizes() != at::IntArrayRef(a.sizes) ||
+          a.param.strides() != at::IntArrayRef(a.strides) || a.param.scalar_type() != at::kFloat)
+        return false;
+    return yyfast::same_values(copied, snapshot);
+  }
 };
 
 bool tensor_arg(PyObject* o, const char* name, at::Tensor& out) {
@@ -173,7 +194,7 @@ PyObject* yyfast_fast_record(PyObject*, PyObject* args) {
   auto* r = new Record();
   std::vector<c10::optional<at::Tensor>> w, p, s;
   bool ok = tensor_list(weights, "weights", true, w) && tensor_list(params, "params", false, p) &&
-            tensor_list(snapshot, "snapshot", false, s) &&
+            tensor_list(snapshot, "snapshot", true, s) &&
             number_list<int64_t>(plan, "plan", PyLong_AsLongLong, r->plan) &&
             number_list<double>(fusion, "fusion", PyFloat_AsDouble, r->fusion) &&
             tensor_arg(fc_w, "fc_weight", r->fc_weight) && tensor_arg(fc_b, "fc_bias", r->fc_bias) &&
@@ -187,8 +208,15 @@ PyObject* yyfast_fast_record(PyObject*, PyObject* args) {
     return nullptr;
   }
   for (auto& t : w) r->weights.push_back(t);
-  for (auto& t : p) r->params.push_back(*t);
-  for (auto& t : s) r->snapshot.push_back(*t);
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (s[i].has_value()) {
+      r->copied.push_back(*p[i]);
+      r->snapshot.push_back(*s[i]);
+    } else {
+      const at::Tensor& t = *p[i];
+      r->aliased.push_back({t, t.const_data_ptr(), t.sizes().vec(), t.strides().vec()});
+    }
+  }
   r->act = act;
   r->gate = gate;
   r->in_chans = in_chans;
@@ -223,7 +251,7 @@ PyObject* yyfast_fast_forward(PyObject*, PyObject* args) {
   bool ran = false;
   PyThreadState* ts = PyEval_SaveThread();
   try {
-    if (yyfast::same_values(r->params, r->snapshot)) {
+    if (r->unchanged()) {
       static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow("yyfast::yynet_eval", "");
       at::NoGradGuard no_grad;
       const bool arena = yyfast::arena_enter();

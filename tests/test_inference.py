@@ -310,23 +310,28 @@ def _mbconv_float64(x, res, we, be, wd, bd, w1t, b1, w2t, b2, wp, bp, stride, ac
 
 
 @needs_block_op
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
 @pytest.mark.parametrize("isa", _cpu_isas())
-def test_block_op_each_isa_channels_off_the_vector_width(isa):
+def test_block_op_each_isa_channels_off_the_vector_width(isa, layout):
     """Channel counts that leave a tail after every vector width (Ce = 20: 16 + 4, 8 + 8 + 4), with each
     build of the span kernels, both parallel paths (batch 1 and 3 split rows over 2 threads, 4 does
     not), both strides, with and without a residual, and with the shortcut computed in the op (a 1x1
-    conv at stride 1, max pool + 1x1 conv at stride 2)."""
+    conv at stride 1, max pool + 1x1 conv at stride 2); every weight matrix contiguous, or the transpose
+    of a contiguous one (how mbconv_op.pack passes the model's own parameters)."""
     import yyfast._C as ext
 
     gen = torch.Generator().manual_seed(3)
     cin, ce, hid, cout = 5, 20, 3, 7
     shapes = [(cin, ce), (ce,), (9, ce), (ce,), (ce, hid), (hid,), (hid, ce), (ce,), (ce, cout), (cout,)]
     w = [0.4 * torch.randn(sh, generator=gen) for sh in shapes]
+    lay = (lambda t: t.t().contiguous().t() if t.dim() == 2 else t) if layout == "transposed" else (lambda t: t)
+    w = [lay(t) for t in w]
+    assert layout == "contiguous" or not w[0].is_contiguous()
     prev, threads = ext.cpu_isa(), torch.get_num_threads()
     ext.set_cpu_isa(isa)
     torch.set_num_threads(2)
     try:
-        wsc = 0.4 * torch.randn(cin, cout, generator=gen)
+        wsc = lay(0.4 * torch.randn(cin, cout, generator=gen))
         for batch, (height, width), stride, act, gate, own in ((1, (9, 7), 1, "gelu", "sigmoid", False),
                                                                (3, (6, 11), 2, "silu", "hardsigmoid", False),
                                                                (4, (5, 5), 1, "silu", "sigmoid", False),
@@ -425,5 +430,7 @@ def test_block_op_rejects_bad_arguments():
     cout = w[9].numel()
     with pytest.raises(RuntimeError, match="shortcut_wt must have shape"):
         op(x, None, *w, 1, "gelu", "sigmoid", torch.randn(x.shape[1] + 1, cout))
+    with pytest.raises(RuntimeError, match="expand_wt must be contiguous or the transpose of a contiguous tensor"):
+        op(x, None, torch.randn(x.shape[1], 2 * w[1].numel())[:, ::2], *w[1:], 1, "gelu", "sigmoid")
     with pytest.raises(RuntimeError, match="give residual or shortcut_wt, not both"):
         op(x, torch.randn(2, cout, 8, 8), *w, 1, "gelu", "sigmoid", torch.randn(x.shape[1], cout))

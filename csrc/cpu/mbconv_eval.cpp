@@ -35,10 +35,15 @@
 // is the packer's to add into proj_b. At batch 1 the max pool and the 1x1 conv were two more calls and a
 // tensor per stride-2 block, ~0.1 ms of a 0.55 ms block.
 //
-// Layouts (prepared once by yyfast/cpu_eval/mbconv_op.py): x, residual: (N, Cin|Cout, H, W)
-// channels_last float32; expand_wt (Cin, Ce); expand_b (Ce); dw_wt (9, Ce); dw_b (Ce);
-// se_w1t (Ce, hid); se_b1 (hid); se_w2t (hid, Ce); se_b2 (Ce); proj_wt (Ce, Cout); proj_b (Cout);
-// shortcut_wt (Cin, Cout).
+// Layouts (yyfast/cpu_eval/mbconv_op.py's pack): x, residual: (N, Cin|Cout, H, W) channels_last
+// float32; expand_wt (Cin, Ce); expand_b (Ce); dw_wt (9, Ce); dw_b (Ce); se_w1t (Ce, hid); se_b1 (hid);
+// se_w2t (hid, Ce); se_b2 (Ce); proj_wt (Ce, Cout); proj_b (Cout); shortcut_wt (Cin, Cout). Each matrix
+// contiguous, or the transpose of a contiguous one: pack passes the layers' own weights that way (views,
+// no copies), so a write to a parameter is what the next call reads and the folded model's forward need
+// not compare those parameters with a snapshot (0.6 instead of 2.9 MB a batch-1 forward of
+// yynet_small_64; fast_forward.cpp). The GEMMs take either layout as it is (MKL's transposed operand); the
+// SE MLP on the Linear layers' own layouts is two 1-row GEMMs, and a transposed dw_wt is copied to
+// (9, Ce) once a call (2304 floats at 256 channels).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -83,6 +88,26 @@ void check_weight(const at::Tensor& t, const char* name, std::vector<int64_t> sh
   TORCH_CHECK(t.is_contiguous(), kOp, ": ", name, " must be contiguous");
 }
 
+// A 2-D weight (rows, cols): contiguous, or the transpose of a contiguous (cols, rows) tensor (strides
+// (1, rows)): the packer passes the folded model's own parameters as such views (mbconv_op.pack), so
+// that a write to a parameter, by any route, is what the next call reads (nothing to keep in step).
+struct Mat {
+  const float* p;
+  int64_t s0, s1;  // element (i, j) at p[i * s0 + j * s1]
+  bool transposed() const { return s0 == 1; }
+};
+
+Mat check_matrix(const at::Tensor& t, const char* name, int64_t rows, int64_t cols) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, kOp, ": ", name,
+              " must be a float32 CPU tensor, got ", t.scalar_type(), " on ", t.device());
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, kOp, ": ", name, " must have shape [", rows, ", ",
+              cols, "], got ", t.sizes());
+  if (t.is_contiguous()) return {t.const_data_ptr<float>(), cols, 1};
+  TORCH_CHECK(t.t().is_contiguous(), kOp, ": ", name,
+              " must be contiguous or the transpose of a contiguous tensor, got strides ", t.strides());
+  return {t.const_data_ptr<float>(), 1, rows};
+}
+
 float* grow(std::vector<float>& buf, int64_t n) {
   if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
   return buf.data();
@@ -96,6 +121,7 @@ struct Scratch {
   std::vector<float> total;  // a row split's channel sums, added up by each thread
   std::vector<float> ws;     // SE-scaled projection weights (Ce, Cout)
   std::vector<float> small;  // SE MLP vectors
+  std::vector<float> dw;     // the depthwise weights as (9, Ce), when given transposed
   std::vector<float> pool;   // the shortcut's max-pooled input rows
   std::vector<float> sc;     // the shortcut's output rows
 };
@@ -106,8 +132,15 @@ Scratch& scratch() {
 
 // The block's weights and shapes for one call.
 struct Block {
-  const float *we, *be, *wd, *bd, *w1t, *b1, *w2t, *b2, *wp, *bp;
-  const float* wsc;  // the shortcut's 1x1 weights (Cin, Cout), or nullptr
+  Mat we;  // (Cin, Ce)
+  const float *be, *wd, *bd;
+  Mat w1t;  // (Ce, hid)
+  const float* b1;
+  Mat w2t;  // (hid, Ce)
+  const float* b2;
+  Mat wp;  // (Ce, Cout)
+  const float* bp;
+  Mat wsc;  // the shortcut's 1x1 weights (Cin, Cout); wsc.p nullptr for none
   int64_t cin, ce, hid, cout;
   int act, gate;
   Geom g;
@@ -117,10 +150,11 @@ struct Block {
 // c (m, n) = a (m, k) @ b (k, n), all row-major contiguous: ATen's BLAS call without a bias (addmm
 // first copies its broadcast bias into c: 82 ms of the batch-256 profile), single-threaded inside a
 // parallel region. Calling MKL's sgemm_ directly instead measured no different (two calls a sample).
-void gemm(const float* a, const float* b, float* c, int64_t m, int64_t k, int64_t n) {
+void gemm(const float* a, const Mat& b, float* c, int64_t m, int64_t k, int64_t n) {
   const auto f = at::TensorOptions().dtype(at::kFloat);
   at::Tensor ct = at::from_blob(c, {m, n}, f);
-  at::mm_out(ct, at::from_blob(const_cast<float*>(a), {m, k}, f), at::from_blob(const_cast<float*>(b), {k, n}, f));
+  at::mm_out(ct, at::from_blob(const_cast<float*>(a), {m, k}, f),
+             at::from_blob(const_cast<float*>(b.p), {k, n}, {b.s0, b.s1}, f));
 }
 
 // Output rows [o0, o1) of one sample's span: z = act(dwconv(act(x @ We + be)) + bd) into z (the
@@ -146,12 +180,28 @@ void se_weights(const Block& B, const float* psum, float* ws) {
   float *p = sm, *h2 = sm + ce, *h1 = sm + 2 * ce, *a1 = h1 + hid;
   const float inv_hw = 1.0f / static_cast<float>(B.g.ho * B.g.wo);
   for (int64_t k = 0; k < ce; ++k) p[k] = psum[k] * inv_hw;
-  B.K->se_mlp(p, B.w1t, B.b1, B.w2t, B.b2, ce, hid, B.act, h1, a1, h2);
-  for (int64_t k = 0; k < ce; ++k) {
-    const float sk = gate_forward(B.gate, h2[k]);
-    const float* wr = B.wp + k * B.cout;
-    float* o = ws + k * B.cout;
-    for (int64_t j = 0; j < B.cout; ++j) o[j] = sk * wr[j];
+  if (!B.w1t.transposed() && !B.w2t.transposed()) {
+    B.K->se_mlp(p, B.w1t.p, B.b1, B.w2t.p, B.b2, ce, hid, B.act, h1, a1, h2);
+  } else {  // the Linear layers' own (hid, Ce) and (Ce, hid) weights: two 1-row GEMMs
+    gemm(p, B.w1t, h1, 1, ce, hid);
+    for (int64_t j = 0; j < hid; ++j) a1[j] = act_forward(B.act, h1[j] + B.b1[j]);
+    gemm(a1, B.w2t, h2, 1, hid, ce);
+    for (int64_t k = 0; k < ce; ++k) h2[k] += B.b2[k];
+  }
+  float* sk = p;  // the gates, over the pooled means (no longer needed)
+  for (int64_t k = 0; k < ce; ++k) sk[k] = gate_forward(B.gate, h2[k]);
+  if (!B.wp.transposed()) {
+    for (int64_t k = 0; k < ce; ++k) {
+      const float* wr = B.wp.p + k * B.cout;
+      float* o = ws + k * B.cout;
+      for (int64_t j = 0; j < B.cout; ++j) o[j] = sk[k] * wr[j];
+    }
+  } else {  // the projection's own (Cout, Ce) weights: ws in the same layout
+    for (int64_t j = 0; j < B.cout; ++j) {
+      const float* wr = B.wp.p + j * ce;
+      float* o = ws + j * ce;
+      for (int64_t k = 0; k < ce; ++k) o[k] = sk[k] * wr[k];
+    }
   }
 }
 
@@ -191,8 +241,9 @@ const float* shortcut_rows(const Block& B, const float* xn, int64_t o0, int64_t 
 void project_rows(const Block& B, const float* xn, const float* z, const float* ws, const float* res, float* out,
                   int64_t o0, int64_t o1) {
   const int64_t rows = (o1 - o0) * B.g.wo, off = o0 * B.g.wo * B.cout;
-  gemm(z + o0 * B.g.wo * B.ce, ws, out + off, rows, B.ce, B.cout);
-  const float* add = B.wsc != nullptr ? shortcut_rows(B, xn, o0, o1) : (res != nullptr ? res + off : nullptr);
+  const Mat wsm = B.wp.transposed() ? Mat{ws, 1, B.ce} : Mat{ws, B.cout, 1};  // ws is laid out as wp
+  gemm(z + o0 * B.g.wo * B.ce, wsm, out + off, rows, B.ce, B.cout);
+  const float* add = B.wsc.p != nullptr ? shortcut_rows(B, xn, o0, o1) : (res != nullptr ? res + off : nullptr);
   B.K->add_bias_rows(out + off, B.bp, add, rows, B.cout);
 }
 
@@ -293,19 +344,20 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(N > 0 && Cin > 0 && H > 0 && W > 0, kOp, ": x must have no empty dimension, got ", x.sizes());
   const int64_t Ce = expand_b.numel(), hid = se_b1.numel(), Cout = proj_b.numel();
-  check_weight(expand_wt, "expand_wt", {Cin, Ce});
+  const Mat we = check_matrix(expand_wt, "expand_wt", Cin, Ce);
   check_weight(expand_b, "expand_b", {Ce});
-  check_weight(dw_wt, "dw_wt", {9, Ce});
+  const Mat wd = check_matrix(dw_wt, "dw_wt", 9, Ce);
   check_weight(dw_b, "dw_b", {Ce});
-  check_weight(se_w1t, "se_w1t", {Ce, hid});
+  const Mat w1t = check_matrix(se_w1t, "se_w1t", Ce, hid);
   check_weight(se_b1, "se_b1", {hid});
-  check_weight(se_w2t, "se_w2t", {hid, Ce});
+  const Mat w2t = check_matrix(se_w2t, "se_w2t", hid, Ce);
   check_weight(se_b2, "se_b2", {Ce});
-  check_weight(proj_wt, "proj_wt", {Ce, Cout});
+  const Mat wp = check_matrix(proj_wt, "proj_wt", Ce, Cout);
   check_weight(proj_b, "proj_b", {Cout});
   const bool own_shortcut = shortcut_wt.has_value() && shortcut_wt->defined();
+  Mat wsc{nullptr, 0, 0};
   if (own_shortcut) {
-    check_weight(*shortcut_wt, "shortcut_wt", {Cin, Cout});
+    wsc = check_matrix(*shortcut_wt, "shortcut_wt", Cin, Cout);
     TORCH_CHECK(!(residual.has_value() && residual->defined()), kOp,
                 ": give residual or shortcut_wt, not both (shortcut_wt makes the op compute the residual)");
   }
@@ -320,17 +372,24 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
     res = r.contiguous(at::MemoryFormat::ChannelsLast);
   }
   at::Tensor out = at::empty({N, Cout, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const Block B{expand_wt.const_data_ptr<float>(),
+  const float* dw = wd.p;
+  if (wd.transposed()) {  // the conv's own (Ce, 9) weights: the kernel reads (9, Ce) channel vectors
+    float* t = grow(scratch().dw, 9 * Ce);
+    for (int64_t k = 0; k < Ce; ++k)
+      for (int64_t tap = 0; tap < 9; ++tap) t[tap * Ce + k] = wd.p[k * 9 + tap];
+    dw = t;
+  }
+  const Block B{we,
                 expand_b.const_data_ptr<float>(),
-                dw_wt.const_data_ptr<float>(),
+                dw,
                 dw_b.const_data_ptr<float>(),
-                se_w1t.const_data_ptr<float>(),
+                w1t,
                 se_b1.const_data_ptr<float>(),
-                se_w2t.const_data_ptr<float>(),
+                w2t,
                 se_b2.const_data_ptr<float>(),
-                proj_wt.const_data_ptr<float>(),
+                wp,
                 proj_b.const_data_ptr<float>(),
-                own_shortcut ? shortcut_wt->const_data_ptr<float>() : nullptr,
+                wsc,
                 Cin,
                 Ce,
                 hid,

@@ -51,27 +51,38 @@ def shortcut_weights(shortcut: nn.Module, stride: int) -> Optional[Tuple[torch.T
     return None
 
 
+def _transposed(w: torch.Tensor, rows: int) -> torch.Tensor:
+    """``w`` as a (rows, -1) matrix, transposed: a view of ``w`` where its layout allows (the op takes a
+    matrix or the transpose of a contiguous one), else a contiguous copy."""
+    m = w.reshape(rows, -1).t()
+    return m if m.is_contiguous() or m.t().is_contiguous() else m.contiguous()
+
+
 def pack(we, be, wd, bd, w1, b1, w2, b2, wp, bp, shortcut_w=None, shortcut_b=None) -> Tuple[torch.Tensor, ...]:
     """The op's weight arguments, in schema order, from the folded block's: expand (Ce, Cin[, 1, 1]) and
     its bias, the depthwise conv (Ce, 1, 3, 3) with its BatchNorm folded and its bias, the SE's two
     linear maps (hid, Ce) / (Ce, hid) with biases, the projection (Cout, Ce[, 1, 1]) and its bias, then
-    the shortcut's 1x1 weight (Cout, Cin, 1, 1) or None (its bias, if any, joins the projection's)."""
+    the shortcut's 1x1 weight (Cout, Cin, 1, 1) or None (its bias, if any, joins the projection's).
+
+    Views of the given tensors wherever their layout allows (transposed matrices: the op reads either
+    layout), not copies: the folded model's parameters are then what the op reads, so a write to one, by
+    any route, needs no repacking, and its forward checks only the copies (InferenceYYNet._fast_record)."""
     we, be, wd, bd, w1, b1, w2, b2, wp, bp = (t.detach() for t in (we, be, wd, bd, w1, b1, w2, b2, wp, bp))
     ce = be.numel()
     if shortcut_b is not None:
         bp = bp + shortcut_b.detach()
-    wsc = None if shortcut_w is None else shortcut_w.detach().reshape(shortcut_w.shape[0], -1).t().contiguous()
-    return (we.reshape(we.shape[0], -1).t().contiguous(),   # (Cin, Ce)
+    wsc = None if shortcut_w is None else _transposed(shortcut_w.detach(), shortcut_w.shape[0])
+    return (_transposed(we, we.shape[0]),   # (Cin, Ce)
             be.contiguous(),
-            wd.reshape(ce, 9).t().contiguous(),             # (9, Ce)
+            _transposed(wd, ce),            # (9, Ce)
             bd.contiguous(),
-            w1.reshape(w1.shape[0], ce).t().contiguous(),   # (Ce, hid)
+            _transposed(w1, w1.shape[0]),   # (Ce, hid)
             b1.contiguous(),
-            w2.reshape(ce, -1).t().contiguous(),            # (hid, Ce)
+            _transposed(w2, ce),            # (hid, Ce)
             b2.contiguous(),
-            wp.reshape(wp.shape[0], ce).t().contiguous(),   # (Ce, Cout)
+            _transposed(wp, wp.shape[0]),   # (Ce, Cout)
             bp.contiguous(),
-            wsc)                                            # (Cin, Cout) or None
+            wsc)                            # (Cin, Cout) or None
 
 
 def owns_shortcut(packed: Tuple[torch.Tensor, ...]) -> bool:

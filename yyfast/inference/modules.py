@@ -217,6 +217,18 @@ def _module_tree(root: nn.Module):
     return modules, params
 
 
+def _span(t: torch.Tensor):
+    """The memory a dense tensor covers, (first address, element count, dtype), whatever the order of its
+    dimensions: a view that permutes or reshapes a dense tensor covers the same. None if not dense."""
+    dims = sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1)
+    expected = 1
+    for stride, n in dims:
+        if stride != expected:
+            return None
+        expected *= n
+    return (t.data_ptr(), t.numel(), t.dtype)
+
+
 def _plain_linear(module: nn.Module) -> bool:
     """A biased ``nn.Linear`` without hooks: a head layer the one-call forward computes itself (not the
     ``Identity`` of ``num_classes=0``)."""
@@ -231,10 +243,12 @@ def _has_hooks(module: nn.Module) -> bool:
 class _FastRecord:
     """``InferenceYYNet``'s record for ``yyfast._C.fast_forward``. A copy of the model gets none (the capsule
     inside cannot be copied; the copy binds its own at its first forward)."""
-    __slots__ = ("record", "plan")
+    __slots__ = ("record", "plan", "compared")
 
-    def __init__(self, record: tuple, plan: whole_forward.Plan):
-        self.record, self.plan = record, plan  # plan: what the capsule holds, for introspection
+    def __init__(self, record: tuple, plan: whole_forward.Plan, compared: int):
+        # plan: what the capsule holds; compared: how many parameters it compares by value (the others the
+        # op reads itself); both for introspection
+        self.record, self.plan, self.compared = record, plan, compared
 
     def __deepcopy__(self, memo) -> None:
         return None
@@ -358,12 +372,20 @@ class InferenceYYNet(TimmInfo, nn.Module):
                 or not hasattr(whole_forward.extension(), "fast_forward")):
             return None
         hooks = nn.modules.module
+        # A parameter the op reads itself (its weight argument is a view of it: mbconv_op.pack, the head)
+        # needs no snapshot, only to stay where it is; the others (Winograd's transform, a packed layout, a
+        # sum of biases) are compared with theirs.
+        read = {_span(t) for t in (*whole.weights, self.fc.weight, self.fc.bias, self.classifier.weight,
+                                   self.classifier.bias) if t is not None}
+        read.discard(None)
+        snapshots = [None if _span(p) in read else snap for p, snap in zip(params, snapshot)]
         capsule = whole_forward.extension().fast_record(
             whole.weights, whole.plan, whole.fusion, whole.act, whole.gate, self.fc.weight, self.fc.bias,
-            self.classifier.weight, self.classifier.bias, params, snapshot, self.config.in_chans)
+            self.classifier.weight, self.classifier.bias, params, snapshots, self.config.in_chans)
         state = (("graph", self.graph), ("backend", self.backend))
         return _FastRecord((tuple(modules), tuple(params), capsule, state,
-                            (hooks._global_forward_hooks, hooks._global_forward_pre_hooks)), whole)
+                            (hooks._global_forward_hooks, hooks._global_forward_pre_hooks)), whole,
+                           sum(snap is not None for snap in snapshots))
 
     def _whole_plan(self) -> Optional[whole_forward.Plan]:
         """The blocks' prepared weights as ``yyfast::yynet_features_eval``'s arguments (see
