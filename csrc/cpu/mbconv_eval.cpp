@@ -147,9 +147,10 @@ struct Block {
   const SpanCpuKernels* K;
 };
 
-// c (m, n) = a (m, k) @ b (k, n), all row-major contiguous: ATen's BLAS call without a bias (addmm
-// first copies its broadcast bias into c: 82 ms of the batch-256 profile), single-threaded inside a
-// parallel region. Calling MKL's sgemm_ directly instead measured no different (two calls a sample).
+// c (m, n) = a (m, k) @ b (k, n), a and c row-major contiguous, b in either layout (Mat; MKL takes the
+// transposed one as it is): ATen's BLAS call without a bias (addmm first copies its broadcast bias into
+// c: 82 ms of the batch-256 profile), single-threaded inside a parallel region. Calling MKL's sgemm_ directly instead
+// measured no different (two calls a sample).
 void gemm(const float* a, const Mat& b, float* c, int64_t m, int64_t k, int64_t n) {
   const auto f = at::TensorOptions().dtype(at::kFloat);
   at::Tensor ct = at::from_blob(c, {m, n}, f);

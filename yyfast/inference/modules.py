@@ -283,7 +283,7 @@ class InferenceYYNet(TimmInfo, nn.Module):
     def __getstate__(self) -> Dict[str, Any]:
         # The forward's caches (bound closures, the fast record's capsule) are rebuilt at the next forward;
         # they cannot be pickled, so torch.save(model) leaves them out.
-        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state = dict(super().__getstate__())
         for key in ("_bound_blocks", "_fast_forward"):
             state.pop(key, None)
         return state
