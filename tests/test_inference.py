@@ -310,18 +310,21 @@ def _mbconv_float64(x, res, we, be, wd, bd, w1t, b1, w2t, b2, wp, bp, stride, ac
 
 
 @needs_block_op
+@pytest.mark.parametrize("channels", [(5, 20, 3, 7), (5, 48, 3, 16), (6, 64, 4, 80)], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
 @pytest.mark.parametrize("isa", _cpu_isas())
-def test_block_op_each_isa_channels_off_the_vector_width(isa, layout):
-    """Channel counts that leave a tail after every vector width (Ce = 20: 16 + 4, 8 + 8 + 4), with each
-    build of the span kernels, both parallel paths (batch 1 and 3 split rows over 2 threads, 4 does
-    not), both strides, with and without a residual, and with the shortcut computed in the op (a 1x1
-    conv at stride 1, max pool + 1x1 conv at stride 2); every weight matrix contiguous, or the transpose
-    of a contiguous one (how mbconv_op.pack passes the model's own parameters)."""
+def test_block_op_each_isa_channels_off_the_vector_width(isa, layout, channels):
+    """Channel counts that leave a tail after every vector width (Ce = 20: 16 + 4, 8 + 8 + 4: MKL's
+    GEMMs), and multiples of 8 or 16 that the op's own GEMM takes (48 and 80 leave a column panel's
+    remainder in every build, 16-wide panels in the 8-lane builds; the image sizes leave a row tile's
+    remainder), with each build of the span kernels, both parallel paths (batch 1 and 3 split rows over 2
+    threads, 4 does not), both strides, with and without a residual, and with the shortcut computed in
+    the op (a 1x1 conv at stride 1, max pool + 1x1 conv at stride 2); every weight matrix contiguous, or
+    the transpose of a contiguous one (how mbconv_op.pack passes the model's own parameters)."""
     import yyfast._C as ext
 
     gen = torch.Generator().manual_seed(3)
-    cin, ce, hid, cout = 5, 20, 3, 7
+    cin, ce, hid, cout = channels
     shapes = [(cin, ce), (ce,), (9, ce), (ce,), (ce, hid), (hid,), (hid, ce), (ce,), (ce, cout), (cout,)]
     w = [0.4 * torch.randn(sh, generator=gen) for sh in shapes]
     lay = (lambda t: t.t().contiguous().t() if t.dim() == 2 else t) if layout == "transposed" else (lambda t: t)

@@ -11,9 +11,14 @@
 // larger shape comes), so the expanded tensors never touch the allocator or leave the cache
 // hierarchy; only the block's narrow input, residual and output are full tensors.
 //
-// Per sample: h = act(x @ We + be) (one GEMM without bias, then bias+act in one vectorised pass),
+// Per sample: h = act(x @ We + be) (one GEMM, the bias and activation in its epilogue),
 // z = act(dwconv(h) + bd) with the SE pooling sums in the same pass, the SE MLP, then
-// out = z @ (s * Wp) and bias + residual in one pass. The element-wise passes are span_kernels'
+// out = z @ (s * Wp) + bp + residual (one GEMM with that epilogue; a shortcut conv computed here is a
+// second product into the same accumulators). The GEMMs are span_kernels' own (gemm_kernels.inc) when Ce
+// and Cout are multiples of the vector width, else MKL's with separate epilogue passes. The whole
+// optimized yynet_small_64, interleaved in one process, MKL's against the own GEMMs: batch 1, 2 threads
+// 4.02 vs 3.22 ms; one thread 5.95 vs 5.17; batch 16, 2 threads 46.1 vs 39.0 (2-core EPYC, 2026-11-28).
+// The numbers below are from before, with MKL. The element-wise passes are span_kernels'
 // (AVX-512 where the CPU has it). One thread, one 32x32 sample, interleaved against the previous
 // op (addmm + at::gelu_ + AVX2 conv) on this Zen 4: stride 2 0.62 vs 0.69 ms median; stride 1
 // between 8% faster (1.20 vs 1.30) and even (1.42 vs 1.41) across runs. Of a stride-1 sample's
@@ -41,9 +46,11 @@
 // contiguous, or the transpose of a contiguous one: pack passes the layers' own weights that way (views,
 // no copies), so a write to a parameter is what the next call reads and the folded model's forward need
 // not compare those parameters with a snapshot (0.6 instead of 2.9 MB a batch-1 forward of
-// yynet_small_64; fast_forward.cpp). The GEMMs take either layout as it is (MKL's transposed operand); the
-// SE MLP on the Linear layers' own layouts is two 1-row GEMMs, and a transposed dw_wt is copied to
-// (9, Ce) once a call (2304 floats at 256 channels).
+// yynet_small_64; fast_forward.cpp). The own GEMMs read B row-major: a transposed expand or shortcut
+// weight is copied transposed once a call (16384 floats at 64 -> 256 channels, ~4 us), the SE-scaled
+// projection weights are written row-major whatever wp's layout; MKL takes either layout as it is. The
+// SE MLP on the Linear layers' own layouts is a dot product per output, and a transposed dw_wt is
+// copied to (9, Ce) once a call (2304 floats at 256 channels).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -53,6 +60,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <exception>
 #include <string>
@@ -122,6 +130,7 @@ struct Scratch {
   std::vector<float> ws;     // SE-scaled projection weights (Ce, Cout)
   std::vector<float> small;  // SE MLP vectors
   std::vector<float> dw;     // the depthwise weights as (9, Ce), when given transposed
+  std::vector<float> wt;     // the expand and shortcut weights as (Cin, Ce) and (Cin, Cout), when given transposed
   std::vector<float> pool;   // the shortcut's max-pooled input rows
   std::vector<float> sc;     // the shortcut's output rows
 };
@@ -145,6 +154,10 @@ struct Block {
   int act, gate;
   Geom g;
   const SpanCpuKernels* K;
+  // The GEMMs by K->gemm (Ce and Cout multiples of its vector width), with the expand and shortcut
+  // weights row-major (Cin, Ce) and (Cin, Cout) here; else by MKL on we and wsc.
+  bool own_gemm;
+  const float *we_rm, *wsc_rm;
 };
 
 // c (m, n) = a (m, k) @ b (k, n), a and c row-major contiguous, b in either layout (Mat; MKL takes the
@@ -168,13 +181,21 @@ void span_rows(const Block& B, const float* xn, float* z, float* psum, int64_t o
   const int64_t s = g.stride;
   const int64_t i0 = std::max<int64_t>(0, o0 * s - 1), i1 = std::min<int64_t>(g.h, (o1 - 1) * s + 2);
   float* h = grow(scratch().h, (i1 - i0) * g.w * B.ce);
-  gemm(xn + i0 * g.w * B.cin, B.we, h, (i1 - i0) * g.w, B.cin, B.ce);
-  B.K->bias_act(h, B.be, B.act, (i1 - i0) * g.w, B.ce);
+  if (B.own_gemm) {  // h = act(x @ We + be), the bias and activation in the GEMM's epilogue
+    GemmArgs a{};
+    a.a = xn + i0 * g.w * B.cin, a.lda = B.cin, a.b = B.we_rm, a.ldb = B.ce, a.k = B.cin;
+    a.bias = B.be, a.act = B.act, a.c = h, a.ldc = B.ce, a.m = (i1 - i0) * g.w, a.n = B.ce;
+    B.K->gemm(a);
+  } else {
+    gemm(xn + i0 * g.w * B.cin, B.we, h, (i1 - i0) * g.w, B.cin, B.ce);
+    B.K->bias_act(h, B.be, B.act, (i1 - i0) * g.w, B.ce);
+  }
   B.K->conv_rows(h, i0, B.wd, B.bd, B.act, z, psum, g, o0, o1);
 }
 
 // The SE scale s = gate(W2 act(W1 mean(z) + b1) + b2) from psum (the channel sums of z), folded into
-// the projection: ws = diag(s) Wp, so (z * s) @ Wp is z @ ws.
+// the projection: ws = diag(s) Wp, so (z * s) @ Wp is z @ ws. ws is laid out as wp, or row-major (Ce,
+// Cout) for K->gemm (B.own_gemm).
 void se_weights(const Block& B, const float* psum, float* ws) {
   const int64_t ce = B.ce, hid = B.hid;
   float* sm = grow(scratch().small, 2 * ce + 2 * hid);
@@ -183,15 +204,26 @@ void se_weights(const Block& B, const float* psum, float* ws) {
   for (int64_t k = 0; k < ce; ++k) p[k] = psum[k] * inv_hw;
   if (!B.w1t.transposed() && !B.w2t.transposed()) {
     B.K->se_mlp(p, B.w1t.p, B.b1, B.w2t.p, B.b2, ce, hid, B.act, h1, a1, h2);
-  } else {  // the Linear layers' own (hid, Ce) and (Ce, hid) weights: two 1-row GEMMs
-    gemm(p, B.w1t, h1, 1, ce, hid);
-    for (int64_t j = 0; j < hid; ++j) a1[j] = act_forward(B.act, h1[j] + B.b1[j]);
-    gemm(a1, B.w2t, h2, 1, hid, ce);
-    for (int64_t k = 0; k < ce; ++k) h2[k] += B.b2[k];
+  } else {  // the Linear layers' own (hid, Ce) and (Ce, hid) weights: a dot product per output
+    if (B.w1t.transposed()) {
+      B.K->gemv_rows(B.w1t.p, p, B.b1, h1, hid, ce);
+    } else {
+      gemm(p, B.w1t, h1, 1, ce, hid);
+      std::transform(h1, h1 + hid, B.b1, h1, std::plus<float>());
+    }
+    for (int64_t j = 0; j < hid; ++j) a1[j] = act_forward(B.act, h1[j]);
+    if (B.w2t.transposed()) {
+      B.K->gemv_rows(B.w2t.p, a1, B.b2, h2, ce, hid);
+    } else {
+      gemm(a1, B.w2t, h2, 1, hid, ce);
+      std::transform(h2, h2 + ce, B.b2, h2, std::plus<float>());
+    }
   }
   float* sk = p;  // the gates, over the pooled means (no longer needed)
   for (int64_t k = 0; k < ce; ++k) sk[k] = gate_forward(B.gate, h2[k]);
-  if (!B.wp.transposed()) {
+  if (B.own_gemm && B.wp.transposed()) {  // the projection's own (Cout, Ce) weights, transposed and scaled
+    B.K->transpose_scale(B.wp.p, sk, ws, B.cout, ce);
+  } else if (!B.wp.transposed()) {
     for (int64_t k = 0; k < ce; ++k) {
       const float* wr = B.wp.p + k * B.cout;
       float* o = ws + k * B.cout;
@@ -242,6 +274,22 @@ const float* shortcut_rows(const Block& B, const float* xn, int64_t o0, int64_t 
 void project_rows(const Block& B, const float* xn, const float* z, const float* ws, const float* res, float* out,
                   int64_t o0, int64_t o1) {
   const int64_t rows = (o1 - o0) * B.g.wo, off = o0 * B.g.wo * B.cout;
+  if (B.own_gemm) {  // one pass: z @ ws (+ pool(x) @ Wsc) + bp (+ residual)
+    GemmArgs a{};
+    a.a = z + o0 * B.g.wo * B.ce, a.lda = B.ce, a.b = ws, a.ldb = B.cout, a.k = B.ce;
+    if (B.wsc.p != nullptr) {
+      const float* src = xn + o0 * B.g.w * B.cin;  // stride 1: the output rows' own input rows
+      if (B.g.stride != 1) {
+        float* p = grow(scratch().pool, rows * B.cin);
+        max_pool_rows(B, xn, p, o0, o1);
+        src = p;
+      }
+      a.a2 = src, a.lda2 = B.cin, a.b2 = B.wsc_rm, a.ldb2 = B.cout, a.k2 = B.cin;
+    }
+    a.bias = B.bp, a.act = -1, a.add = res != nullptr ? res + off : nullptr, a.ldadd = B.cout;
+    a.c = out + off, a.ldc = B.cout, a.m = rows, a.n = B.cout;
+    return B.K->gemm(a);
+  }
   const Mat wsm = B.wp.transposed() ? Mat{ws, 1, B.ce} : Mat{ws, B.cout, 1};  // ws is laid out as wp
   gemm(z + o0 * B.g.wo * B.ce, wsm, out + off, rows, B.ce, B.cout);
   const float* add = B.wsc.p != nullptr ? shortcut_rows(B, xn, o0, o1) : (res != nullptr ? res + off : nullptr);
@@ -380,6 +428,17 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
       for (int64_t tap = 0; tap < 9; ++tap) t[tap * Ce + k] = wd.p[k * 9 + tap];
     dw = t;
   }
+  const SpanCpuKernels& K = span_cpu_kernels();
+  const bool own_gemm = Ce % K.lanes == 0 && Cout % K.lanes == 0;
+  const float *we_rm = we.p, *wsc_rm = wsc.p;
+  if (own_gemm && (we.transposed() || (own_shortcut && wsc.transposed()))) {
+    // The convolutions' own (Ce, Cin) and (Cout, Cin) weights, as the GEMM's row-major B: 16384 floats at
+    // 64 -> 256 channels, ~4 us once a call.
+    float* t = grow(scratch().wt, Cin * (Ce + Cout));
+    if (we.transposed()) K.transpose_scale(we.p, nullptr, t, Ce, Cin), we_rm = t;
+    if (own_shortcut && wsc.transposed())
+      K.transpose_scale(wsc.p, nullptr, t + Cin * Ce, Cout, Cin), wsc_rm = t + Cin * Ce;
+  }
   const Block B{we,
                 expand_b.const_data_ptr<float>(),
                 dw,
@@ -398,7 +457,10 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
                 act == "gelu" ? kGelu : kSilu,
                 gate == "sigmoid" ? kSigmoid : kHardSigmoid,
                 Geom{Ce, H, W, Ho, Wo, static_cast<int>(stride)},
-                &span_cpu_kernels()};
+                &K,
+                own_gemm,
+                we_rm,
+                wsc_rm};
   const float* px = xc.const_data_ptr<float>();
   const float* pres = res.defined() ? res.const_data_ptr<float>() : nullptr;
   float* pout = out.mutable_data_ptr<float>();

@@ -40,6 +40,29 @@ inline int valid_taps(const Geom& g, int64_t oh, int64_t ow, int64_t* xoff, int6
   return nt;
 }
 
+// c (m, n) = epilogue(a (m, k) @ b (k, n) [+ a2 (m, k2) @ b2 (k2, n)]), every matrix row-major with the
+// given row strides (lda etc.); n a multiple of the vector width (8; 16 in the AVX-512 build). The epilogue
+// is c = act(acc + bias) + add, each part optional: bias nullptr, act < 0, add nullptr for none.
+struct GemmArgs {
+  const float* a;
+  int64_t lda;
+  const float* b;
+  int64_t ldb;
+  int64_t k;
+  const float* a2;  // nullptr: no second product
+  int64_t lda2;
+  const float* b2;
+  int64_t ldb2;
+  int64_t k2;
+  const float* bias;
+  int act;
+  const float* add;
+  int64_t ldadd;
+  float* c;
+  int64_t ldc;
+  int64_t m, n;
+};
+
 struct SpanCpuKernels {
   const char* isa;  // "avx512", "avx2+fma" or "baseline"
   // z = dwconv3x3(x). With scale != nullptr the BN/activation epilogue runs in the same pass:
@@ -91,6 +114,14 @@ struct SpanCpuKernels {
   void (*stem_conv)(const float* x, int64_t h, int64_t w, int64_t cin, const float* wt, const float* b,
                     const float* wsc, const float* bsc, int act, int64_t stride, int64_t pad, int64_t wo, int64_t cout,
                     int64_t o0, int64_t o1, float* y, float* sc);
+  // The vector width of this build (8, or 16 for AVX-512): gemm's n must be a multiple of it.
+  int64_t lanes;
+  // The small GEMMs of the eval ops with their epilogue (gemm_kernels.inc).
+  void (*gemm)(const GemmArgs& g);
+  // y[r] = dot(w[r, :], x) (+ b[r] when b != nullptr), w (rows, cols) row-major.
+  void (*gemv_rows)(const float* w, const float* x, const float* b, float* y, int64_t rows, int64_t cols);
+  // out (cols, rows) = w (rows, cols) transposed, out's row k scaled by s[k] (s nullptr: unscaled).
+  void (*transpose_scale)(const float* w, const float* s, float* out, int64_t rows, int64_t cols);
 };
 
 // The kernels for this CPU: AVX-512, else AVX2+FMA, when built in and supported, else the baseline build.

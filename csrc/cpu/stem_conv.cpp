@@ -26,8 +26,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
-#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -61,7 +59,6 @@ void im2col_rows(const float* x, int64_t H, int64_t W, int64_t Cin, const float*
                  const float* bs, int act, int64_t stride, int64_t Wo, int64_t Cout, int64_t o0, int64_t o1, float* y,
                  float* sc, const SpanCpuKernels& K) {
   const int64_t kc = 9 * Cin, block_rows = std::max<int64_t>(1, kIm2colPositions / Wo);
-  const auto f = at::TensorOptions().dtype(at::kFloat);
   for (int64_t r0 = o0; r0 < o1; r0 += block_rows) {
     const int64_t r1 = std::min(o1, r0 + block_rows), m = (r1 - r0) * Wo;
     std::vector<float>& buf = col_buffer();
@@ -79,17 +76,13 @@ void im2col_rows(const float* x, int64_t H, int64_t W, int64_t Cin, const float*
               std::copy(x + (ih * W + iw) * Cin, x + (ih * W + iw + 1) * Cin, c);
           }
       }
-    float* yr = y + r0 * Wo * Cout;
-    float* sr = sc + r0 * Wo * Cout;
-    at::Tensor yt = at::from_blob(yr, {m, Cout}, f), st = at::from_blob(sr, {m, Cout}, f);
-    at::mm_out(yt, at::from_blob(col, {m, kc}, f), at::from_blob(const_cast<float*>(w), {kc, Cout}, f));
-    at::mm_out(st, at::from_blob(col + 4 * Cin, {m, Cin}, {kc, 1}, f),
-               at::from_blob(const_cast<float*>(ws), {Cin, Cout}, f));
-    if (act < 0)
-      K.add_bias_rows(yr, b, nullptr, m, Cout);
-    else
-      K.bias_act(yr, b, act, m, Cout);
-    K.add_bias_rows(sr, bs, nullptr, m, Cout);
+    // Two GEMMs with their bias (and act) as the epilogue (Cout a multiple of 16: every build's gemm).
+    GemmArgs g{};
+    g.a = col, g.lda = kc, g.b = w, g.ldb = Cout, g.k = kc, g.bias = b, g.act = act;
+    g.c = y + r0 * Wo * Cout, g.ldc = Cout, g.m = m, g.n = Cout;
+    K.gemm(g);
+    g.a = col + 4 * Cin, g.b = ws, g.k = Cin, g.bias = bs, g.act = -1, g.c = sc + r0 * Wo * Cout;
+    K.gemm(g);
   }
 }
 
