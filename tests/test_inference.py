@@ -437,3 +437,36 @@ def test_block_op_rejects_bad_arguments():
         op(x, None, torch.randn(x.shape[1], 2 * w[1].numel())[:, ::2], *w[1:], 1, "gelu", "sigmoid")
     with pytest.raises(RuntimeError, match="give residual or shortcut_wt, not both"):
         op(x, torch.randn(2, cout, 8, 8), *w, 1, "gelu", "sigmoid", torch.randn(x.shape[1], cout))
+
+
+@needs_block_op
+def test_folded_1x1_weights_stored_as_the_block_op_reads_them():
+    """optimize_for_inference (float32, CPU) keeps each MBConv's 1x1 weights with their (Cout, Cin) matrix
+    transposed in memory, so mbconv_op.pack's views are the row-major (Cin, Cout) the op's GEMMs read;
+    the values, the outputs and a state_dict round trip are unchanged, and a weight put back in the
+    usual layout gives the same outputs (the op transposes it itself)."""
+    from yyfast.inference import block_plan
+
+    model = _model("yynet_small_16", {})
+    fast = optimize_for_inference(model)
+    blocks = [b for b in fast.modules() if isinstance(b, FoldedMBConv)]
+    assert blocks
+    for block in blocks:
+        for conv in (block.expand, block.project):
+            out_ch, in_ch = conv.weight.shape[:2]
+            assert conv.weight.stride()[:2] == (1, out_ch), conv.weight.stride()
+        packed = block_plan.packed_weights(block)
+        assert packed[0].is_contiguous() and packed[8].is_contiguous()
+        assert packed[0].data_ptr() == block.expand.weight.data_ptr()
+    x = torch.randn(2, 3, 32, 32)
+    out = fast(x)
+    assert rel_err(out, float64_reference(model, x)) < 1e-5
+    again = optimize_for_inference(model)
+    again.load_state_dict(fast.state_dict())
+    assert torch.equal(again(x), out)
+    for block in blocks:
+        for conv in (block.expand, block.project):
+            conv.weight.data = conv.weight.data.contiguous()
+    assert torch.equal(fast(x), out)
+    f64 = optimize_for_inference(model, dtype=torch.float64)
+    assert next(b for b in f64.modules() if isinstance(b, FoldedMBConv)).expand.weight.is_contiguous()

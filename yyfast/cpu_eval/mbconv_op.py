@@ -85,6 +85,25 @@ def pack(we, be, wd, bd, w1, b1, w2, b2, wp, bp, shortcut_w=None, shortcut_b=Non
             wsc)                            # (Cin, Cout) or None
 
 
+def gemm_layout(block: nn.Module) -> None:
+    """Stores a folded MBConv block's 1x1 convolution weights (the expansion, the projection, the shortcut's
+    own 1x1 conv) with their (Cout, Cin) matrix transposed in memory: strides (1, Cout, ...), the (Cin,
+    Cout) row-major B that the op's GEMMs read. ``pack``'s views of them are then contiguous and the op
+    reads them as they are; a weight in the usual layout (after ``p.data = t`` or ``model.to(...)``) is
+    transposed once a call instead (csrc/cpu/mbconv_eval.cpp). Values, shapes and every PyTorch route
+    are unchanged (F.conv2d and oneDNN take any strides)."""
+    convs = [block.expand, block.project]
+    short = block.shortcut[1] if isinstance(block.shortcut, nn.Sequential) and len(block.shortcut) == 2 else (
+        block.shortcut)
+    if shortcut_weights(block.shortcut, block.span.stride) is not None:
+        convs.append(short)
+    for conv in convs:
+        w = conv.weight
+        if w.dim() == 4 and tuple(w.shape[2:]) == (1, 1):
+            out_ch, in_ch = w.shape[:2]
+            conv.weight.data = w.detach().reshape(out_ch, in_ch).t().contiguous().t().view(out_ch, in_ch, 1, 1)
+
+
 def owns_shortcut(packed: Tuple[torch.Tensor, ...]) -> bool:
     """Whether the op computes the block's shortcut itself (the caller passes no residual)."""
     return packed[10] is not None

@@ -9,6 +9,7 @@ from torch import nn
 
 
 from ..bn_fold import fold_conv_bn, fold_expand
+from ..cpu_eval import mbconv_op
 from ..reference_model import MBConv, ReferenceYYNet, Residual
 from .cuda_graph import CUDAGraphForward
 from .modules import FoldedMBConv, FoldedResidual, FoldedSpan, InferenceYYNet, _conv
@@ -111,6 +112,11 @@ def optimize_for_inference(model: ReferenceYYNet, *, dtype: Optional[torch.dtype
         folded = folded.to(memory_format=torch.channels_last)
     for p in folded.parameters():
         p.requires_grad_(False)
+    if device.type == "cpu" and target_dtype == torch.float32:
+        # the MBConv block op's GEMMs read the 1x1 weights transposed (see gemm_layout)
+        for block in folded.modules():
+            if isinstance(block, FoldedMBConv):
+                mbconv_op.gemm_layout(block)
     if cuda_graph:
         return CUDAGraphForward(folded, batch_size)
     return folded
