@@ -185,8 +185,10 @@ class FusedMBConv(_FoldsInEval, MBConv):
             we, be = fold_expand(self)
             wd, bd = fold_conv_bn(span.conv, span.bn)
             wp, bp = fold_conv_bn(self.project, self.bn_project)
-            return mbconv_op.pack(*in_dtype(dtype, we, be, wd, bd), se.fc1.weight, se.fc1.bias, se.fc2.weight,
-                                  se.fc2.bias, *in_dtype(dtype, wp, bp), *shortcut)
+            we, be, wd, bd, wp, bp = in_dtype(dtype, we, be, wd, bd, wp, bp)
+            # the folded 1x1 weights laid out as the op's GEMMs read them (no transpose a call)
+            return mbconv_op.pack(mbconv_op.gemm_b(we), be, wd, bd, se.fc1.weight, se.fc1.bias, se.fc2.weight,
+                                  se.fc2.bias, mbconv_op.gemm_b(wp), bp, *shortcut)
         return cache.get(sources, fold)
 
 

@@ -98,10 +98,14 @@ def gemm_layout(block: nn.Module) -> None:
     if shortcut_weights(block.shortcut, block.span.stride) is not None:
         convs.append(short)
     for conv in convs:
-        w = conv.weight
-        if w.dim() == 4 and tuple(w.shape[2:]) == (1, 1):
-            out_ch, in_ch = w.shape[:2]
-            conv.weight.data = w.detach().reshape(out_ch, in_ch).t().contiguous().t().view(out_ch, in_ch, 1, 1)
+        if conv.weight.dim() == 4 and tuple(conv.weight.shape[2:]) == (1, 1):
+            conv.weight.data = gemm_b(conv.weight.detach())
+
+
+def gemm_b(w: torch.Tensor) -> torch.Tensor:
+    """A 1x1 weight (Cout, Cin[, 1, 1]) with the same values and shape, its (Cout, Cin) matrix transposed in
+    memory (strides (1, Cout, ...)): what ``pack`` turns into the op's row-major (Cin, Cout) by a view."""
+    return w.reshape(w.shape[0], -1).t().contiguous().t().view(w.shape)
 
 
 def owns_shortcut(packed: Tuple[torch.Tensor, ...]) -> bool:
