@@ -136,3 +136,65 @@ def test_the_weight_check_runs_once_a_forward_on_every_path():
     finally:
         del fast._bound
     assert calls == [1, 1, 1]
+
+
+def _head_float64(f, w1, b1, w2, b2, act, pre_logits):
+    actf = {"gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu}[act]
+    h = actf(f.double().mean((2, 3)) @ w1.double().t() + b1.double())
+    return h if pre_logits else h @ w2.double().t() + b2.double()
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+@pytest.mark.parametrize("pre_logits", [False, True])
+def test_head_op_matches_float64_any_layout_and_batch(act, pre_logits):
+    """yyfast::head_eval (the head of the one-call forward and of forward_head on float32 CPU): mean over
+    the image, fc, act, classifier, on features in either layout, weights in any strides (a transposed
+    view, a column slice), batches on both sides of its parallel grain."""
+    gen = torch.Generator().manual_seed(5)
+    for batch, c, height, width, feats, classes in ((1, 64, 4, 4, 40, 10), (37, 19, 3, 5, 7, 3), (2, 8, 1, 1, 5, 2)):
+        f = torch.randn(batch, c, height, width, generator=gen)
+        w1 = torch.randn(c, feats, generator=gen).t()                 # transposed view (F, C)
+        b1 = torch.randn(feats * 2, generator=gen)[::2]                # strided
+        w2 = torch.randn(classes, feats + 3, generator=gen)[:, 1:feats + 1]  # a column slice
+        b2 = torch.randn(classes, generator=gen)
+        ref = _head_float64(f, w1, b1, w2, b2, act, pre_logits)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            out = torch.ops.yyfast.head_eval(f.contiguous(memory_format=layout), w1, b1, w2, b2, act, pre_logits)
+            assert out.shape == ref.shape and out.dtype == torch.float32
+            assert rel_err(out, ref) < 1e-6, (batch, c, layout)
+
+
+def test_head_op_and_forward_head_agree_and_hooks_still_fire():
+    """forward_head takes the op on float32 CPU (the block-by-block path's logits are the one-call
+    forward's bit for bit: test above); with a hook on fc it runs the modules and the hook fires."""
+    fast = optimize_for_inference(_model("yynet_small_16", {}))
+    f = torch.randn(3, fast.fc.in_features, 2, 2)
+    out = fast.forward_head(f)
+    assert torch.equal(out, torch.ops.yyfast.head_eval(f, fast.fc.weight, fast.fc.bias, fast.classifier.weight,
+                                                       fast.classifier.bias, fast.config.act, False))
+    assert torch.equal(fast.forward_head(f, pre_logits=True),
+                       torch.ops.yyfast.head_eval(f, fast.fc.weight, fast.fc.bias, fast.classifier.weight,
+                                                  fast.classifier.bias, fast.config.act, True))
+    seen = []
+    hook = fast.fc.register_forward_hook(lambda m, i, o: seen.append(1))
+    try:
+        hooked = fast.forward_head(f)
+    finally:
+        hook.remove()
+    assert seen == [1] and rel_err(hooked, out) < 1e-6
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda a: [a[0][0]] + a[1:], "features must be a 4-d float32 CPU tensor"),
+    (lambda a: [a[0].double()] + a[1:], "features must be a 4-d float32 CPU tensor"),
+    (lambda a: [a[0][:, :, :0]] + a[1:], "non-empty image"),
+    (lambda a: a[:1] + [a[1].double()] + a[2:], "must be float32 CPU tensors"),
+    (lambda a: a[:1] + [a[1][:, :-1]] + a[2:], "fc_weight must be"),
+    (lambda a: a[:3] + [a[3][:, :-1]] + a[4:], "cls_weight must be"),
+    (lambda a: a[:5] + ["relu"] + a[6:], "act must be 'gelu' or 'silu'"),
+])
+def test_head_op_rejects_bad_arguments(change, match):
+    args = [torch.randn(2, 8, 3, 3), torch.randn(5, 8), torch.randn(5), torch.randn(3, 5), torch.randn(3), "gelu",
+            False]
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.yyfast.head_eval(*change(args))

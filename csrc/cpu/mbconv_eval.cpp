@@ -26,9 +26,8 @@
 // the conv+GELU+pool pass ~0.4 and bias+GELU ~0.2 (measured by skipping each, AVX2 build).
 //
 // Parallelism: over samples (at::parallel_for), everything single-threaded inside. With too few
-// samples to give each thread whole ones (batch 1 on 2 threads), each sample's output rows are split
-// over the threads instead (each expands the input rows its output rows read: a one-row halo
-// computed twice), rather than running one sample's GEMMs "multithreaded" and its depthwise
+// samples to give each thread whole ones (batch 1 on 2 threads), each sample's rows are split
+// over the threads instead (sample_split), rather than running one sample's GEMMs "multithreaded" and its depthwise
 // conv, activations and SE on one thread: batch 1, 2 threads, the 32x32 stride-1 block took 0.77 ms
 // min / 1.26 median against 1.08 / 5.40 before (300 interleaved rounds on a loaded 2-core machine;
 // the whole optimized yynet_small_64 at batch 1: 1.18x median, 6.68 vs 8.80 ms min).
@@ -124,6 +123,7 @@ float* grow(std::vector<float>& buf, int64_t n) {
 // Per-thread scratch that persists across calls (grown on the first or a larger shape, then reused).
 struct Scratch {
   std::vector<float> h;      // expanded activations of the input rows one task needs
+  std::vector<float> hs;     // a row split's expanded sample, shared by the threads
   std::vector<float> z;      // one sample's span output (a task's own sample, or the shared one of a row split)
   std::vector<float> psum;   // per-chunk channel sums of z (a row split's partial sums)
   std::vector<float> total;  // a row split's channel sums, added up by each thread
@@ -171,6 +171,20 @@ void gemm(const float* a, const Mat& b, float* c, int64_t m, int64_t k, int64_t 
              at::from_blob(const_cast<float*>(b.p), {k, n}, {b.s0, b.s1}, f));
 }
 
+// h = act(x @ We + be) for input rows [i0, i1) of one sample, into h ((i1 - i0) * W rows of Ce).
+void expand_rows(const Block& B, const float* xn, float* h, int64_t i0, int64_t i1) {
+  const Geom& g = B.g;
+  if (B.own_gemm) {  // the bias and activation in the GEMM's epilogue
+    GemmArgs a{};
+    a.a = xn + i0 * g.w * B.cin, a.lda = B.cin, a.b = B.we_rm, a.ldb = B.ce, a.k = B.cin;
+    a.bias = B.be, a.act = B.act, a.c = h, a.ldc = B.ce, a.m = (i1 - i0) * g.w, a.n = B.ce;
+    B.K->gemm(a);
+  } else {
+    gemm(xn + i0 * g.w * B.cin, B.we, h, (i1 - i0) * g.w, B.cin, B.ce);
+    B.K->bias_act(h, B.be, B.act, (i1 - i0) * g.w, B.ce);
+  }
+}
+
 // Output rows [o0, o1) of one sample's span: z = act(dwconv(act(x @ We + be)) + bd) into z (the
 // sample's (Ho*Wo, Ce) buffer), psum[k] += their channel sums. Only the input rows those output rows
 // read are expanded (into this thread's buffer). Expanding a few rows at a time right before the
@@ -181,15 +195,7 @@ void span_rows(const Block& B, const float* xn, float* z, float* psum, int64_t o
   const int64_t s = g.stride;
   const int64_t i0 = std::max<int64_t>(0, o0 * s - 1), i1 = std::min<int64_t>(g.h, (o1 - 1) * s + 2);
   float* h = grow(scratch().h, (i1 - i0) * g.w * B.ce);
-  if (B.own_gemm) {  // h = act(x @ We + be), the bias and activation in the GEMM's epilogue
-    GemmArgs a{};
-    a.a = xn + i0 * g.w * B.cin, a.lda = B.cin, a.b = B.we_rm, a.ldb = B.ce, a.k = B.cin;
-    a.bias = B.be, a.act = B.act, a.c = h, a.ldc = B.ce, a.m = (i1 - i0) * g.w, a.n = B.ce;
-    B.K->gemm(a);
-  } else {
-    gemm(xn + i0 * g.w * B.cin, B.we, h, (i1 - i0) * g.w, B.cin, B.ce);
-    B.K->bias_act(h, B.be, B.act, (i1 - i0) * g.w, B.ce);
-  }
+  expand_rows(B, xn, h, i0, i1);
   B.K->conv_rows(h, i0, B.wd, B.bd, B.act, z, psum, g, o0, o1);
 }
 
@@ -322,12 +328,16 @@ const float* split_se_weights(const Block& B, const float* psum, int64_t chunks)
   return ws;
 }
 
-// One sample with its rows split over `chunks` tasks: the span (each task expands the input rows its
-// output rows read, the one-row halo twice), then the SE and the projection.
+// One sample with its rows split over `chunks` tasks: the span, then the SE and the projection. Without
+// OpenMP, each task expands the input rows its output rows read (the one-row halo twice).
 //
-// With OpenMP (torch's CPU builds): one parallel region with a barrier between the two halves, where
-// every thread works out the SE weights itself (a 256x64 MLP and scaling: ~10 us) instead of one thread
-// while the others wait at a join, and one fork/join a block instead of two.
+// With OpenMP (torch's CPU builds): one parallel region in three steps with barriers between them: the
+// expansion of the sample's input rows, split evenly, into one shared buffer (no halo row expanded twice:
+// at 32x32, 2 threads, each thread expanded 17 rows instead of 16, and at stride 2 one thread 17 against
+// the other's 16, a 5% longer span for that thread; the whole optimized yynet_small_64, A/B in one process:
+// batch 1 2.27 vs 2.33 ms and 2.24 vs 2.32, batch 3 6.49 vs 6.61); the depthwise conv of each task's output rows; then
+// the SE, which every thread works out itself (a 256x64 MLP and scaling: ~10 us) instead of one thread
+// while the others wait at a join, and the projection. One fork/join a block.
 void sample_split(const Block& B, const float* xn, const float* res, float* out, int64_t chunks) {
   const Geom& g = B.g;
   Scratch& S = scratch();
@@ -350,13 +360,23 @@ void sample_split(const Block& B, const float* xn, const float* res, float* out,
   };
   // No num_threads clause (see ATen's invoke_parallel: GOMP's thread pool); each thread takes every
   // team-size-th chunk.
+  float* hs = grow(S.hs, g.h * g.w * B.ce);
 #pragma omp parallel
   {
     const int64_t team = omp_get_num_threads(), tid = omp_get_thread_num();
     at::internal::ThreadIdGuard tid_guard(static_cast<int>(tid));
     c10::ParallelGuard parallel_guard(true);
     guarded([&] {
-      for (int64_t c = tid; c < chunks; c += team) span_rows(B, xn, z, psum + c * B.ce, rows(c).first, rows(c).second);
+      for (int64_t c = tid; c < chunks; c += team) {
+        const int64_t i0 = g.h * c / chunks, i1 = g.h * (c + 1) / chunks;
+        expand_rows(B, xn, hs + i0 * g.w * B.ce, i0, i1);
+      }
+    });
+#pragma omp barrier
+    guarded([&] {
+      if (failed) return;
+      for (int64_t c = tid; c < chunks; c += team)
+        B.K->conv_rows(hs, 0, B.wd, B.bd, B.act, z, psum + c * B.ce, g, rows(c).first, rows(c).second);
     });
 #pragma omp barrier
     guarded([&] {

@@ -26,18 +26,26 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
 #include <ATen/ops/gelu.h>
-#include <ATen/ops/mean.h>
 #include <ATen/ops/silu.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
+
+#include "../common/dw_bn_act_se_math.h"
 
 #include "eval_ops.h"
 
 namespace yyfast {
+
+at::Tensor head_eval_cpu(const at::Tensor& f, const at::Tensor& fc_weight, const at::Tensor& fc_bias,
+                         const at::Tensor& cls_weight, const at::Tensor& cls_bias, const std::string& act,
+                         bool pre_logits);
+
 namespace {
 
 constexpr const char* kOp = "yynet_features_eval";
@@ -141,6 +149,43 @@ at::Tensor mbconv_block(const Net& net, const Step& s, const at::Tensor& x) {
                          weight(net, w + 9), s.stride, net.act, net.gate, own);
 }
 
+// x (N, C, H, W) copied to channels_last by a loop: at batch 1 the ATen copy was one of the calls that cost
+// ~50-90 us each inside this op (their code no longer in the caches after the blocks), against their
+// few us back to back.
+at::Tensor channels_last_copy(const at::Tensor& x) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor y = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float* px = x.const_data_ptr<float>();
+  float* py = y.mutable_data_ptr<float>();
+  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t w = 0; w < W; ++w, py += C)
+        for (int64_t c = 0; c < C; ++c) py[c] = px[n * sn + c * sc + h * sh + w * sw];
+  return y;
+}
+
+// The Yin input of channels_last x: (N, 1, H, W) with channels_last strides (cpu_fusion.one_channel_last),
+// the channel mean or the first channel. The mean as torch's CPU mean computes it for these shapes (the
+// channels summed in order from 0, then divided by C), so the block-by-block path's bits (tests).
+at::Tensor yin_input(const at::Tensor& xc, bool mean) {
+  const int64_t N = xc.size(0), C = xc.size(1), H = xc.size(2), W = xc.size(3);
+  at::Tensor y = at::empty_strided({N, 1, H, W}, {H * W, 1, W, 1}, xc.options());
+  const float* px = xc.const_data_ptr<float>();
+  float* py = y.mutable_data_ptr<float>();
+  const float count = static_cast<float>(C);
+  for (int64_t i = 0; i < N * H * W; ++i, px += C) {
+    if (!mean) {
+      py[i] = px[0];
+      continue;
+    }
+    float sum = 0.0f;
+    for (int64_t c = 0; c < C; ++c) sum += px[c];
+    py[i] = sum / count;
+  }
+  return y;
+}
+
 at::Tensor run_chain(const Net& net, const std::vector<Step>& steps, at::Tensor x) {
   for (const Step& s : steps) x = s.kind == 0 ? residual_block(net, s, x) : mbconv_block(net, s, x);
   return x;
@@ -177,19 +222,14 @@ at::Tensor yynet_features_eval_cpu(const at::Tensor& x, const c10::List<c10::opt
   parse(plan, static_cast<int64_t>(weights.size()), net);
   TORCH_CHECK(plan[0] == 0 || plan[0] == 1, kOp, ": plan[0] (the Yin input) must be 0 (mean) or 1 (first channel)");
   TORCH_CHECK(!net.yang.empty() && !net.yin.empty(), kOp, ": both stems need at least one block");
-  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
-  // The Yin input, (N, 1, H, W) with channels_last strides (see cpu_fusion.one_channel_last).
-  const at::Tensor yin_in = (plan[0] == 0 ? at::mean(xc, {1}, true) : xc.narrow(1, 0, 1))
-                                .contiguous()
-                                .as_strided({N, 1, H, W}, {H * W, 1, W, 1});
+  const at::Tensor xc = x.is_contiguous(at::MemoryFormat::ChannelsLast) ? x : channels_last_copy(x);
+  const at::Tensor yin_in = yin_input(xc, plan[0] == 0);
   const at::Tensor a = run_chain(net, net.yang, xc);
   const at::Tensor i = run_chain(net, net.yin, yin_in);
   return run_chain(net, net.single, fuse_cpu(a, i, fusion[0], fusion[1], fusion[2]));
 }
 
-// The logits: the features, then the head as InferenceYYNet.forward_head computes it (global mean, fc,
-// act, classifier; F.linear is addmm for 2-d inputs), so the results are the same bit for bit.
+// The logits: the features, then the head (head_eval, what InferenceYYNet.forward_head calls too).
 at::Tensor yynet_eval_cpu(const at::Tensor& x, const c10::List<c10::optional<at::Tensor>>& weights,
                           std::vector<int64_t> plan, std::vector<double> fusion, std::string act, std::string gate,
                           const at::Tensor& fc_weight, const at::Tensor& fc_bias, const at::Tensor& cls_weight,
@@ -203,14 +243,77 @@ at::Tensor yynet_eval_cpu(const at::Tensor& x, const c10::List<c10::optional<at:
                   cls_bias.size(0) == cls_weight.size(0),
               kOp, ": cls_weight must be (classes, ", fc_weight.size(0), ") and cls_bias (classes), got ",
               cls_weight.sizes(), " and ", cls_bias.sizes());
-  at::Tensor h = at::addmm(fc_bias, f.mean({2, 3}), fc_weight.t());
-  h = act == "gelu" ? at::gelu(h) : at::silu(h);
-  return at::addmm(cls_bias, h, cls_weight.t());
+  return head_eval_cpu(f, fc_weight, fc_bias, cls_weight, cls_bias, act, false);
 }
 
 }  // namespace
 
+// The head on features f (N, C, H, W), float32 CPU: logits = cls(act(fc(mean over H, W))), or the
+// activations before the classifier (pre_logits), each sum in double (a plain loop: four ATen calls, mean,
+// addmm, act, addmm, took ~90-200 us at batch 1 after the blocks, their code no longer cached). Weights in
+// any strides.
+at::Tensor head_eval_cpu(const at::Tensor& f, const at::Tensor& fc_weight, const at::Tensor& fc_bias,
+                         const at::Tensor& cls_weight, const at::Tensor& cls_bias, const std::string& act,
+                         bool pre_logits) {
+  constexpr const char* op = "head_eval";
+  TORCH_CHECK(f.dim() == 4 && f.device().is_cpu() && f.scalar_type() == at::kFloat, op,
+              ": features must be a 4-d float32 CPU tensor, got ", f.sizes(), " ", f.scalar_type(), " on ", f.device());
+  const int64_t N = f.size(0), C = f.size(1), HW = f.size(2) * f.size(3);
+  TORCH_CHECK(HW > 0, op, ": features must have a non-empty image, got ", f.sizes());
+  for (const at::Tensor* t : {&fc_weight, &fc_bias, &cls_weight, &cls_bias})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, op,
+                ": the head's weights must be float32 CPU tensors, got ", t->scalar_type(), " on ", t->device());
+  TORCH_CHECK(
+      fc_weight.dim() == 2 && fc_weight.size(1) == C && fc_bias.dim() == 1 && fc_bias.size(0) == fc_weight.size(0), op,
+      ": fc_weight must be (F, ", C, ") and fc_bias (F), got ", fc_weight.sizes(), " and ", fc_bias.sizes());
+  TORCH_CHECK(cls_weight.dim() == 2 && cls_weight.size(1) == fc_weight.size(0) && cls_bias.dim() == 1 &&
+                  cls_bias.size(0) == cls_weight.size(0),
+              op, ": cls_weight must be (classes, ", fc_weight.size(0), ") and cls_bias (classes), got ",
+              cls_weight.sizes(), " and ", cls_bias.sizes());
+  TORCH_CHECK(act == "gelu" || act == "silu", op, ": act must be 'gelu' or 'silu', got '", act, "'");
+  const int a = act == "gelu" ? kGelu : kSilu;
+  const int64_t F = fc_weight.size(0), K = cls_weight.size(0);
+  at::Tensor out = at::empty({N, pre_logits ? F : K}, f.options().memory_format(at::MemoryFormat::Contiguous));
+  const float *w1 = fc_weight.const_data_ptr<float>(), *b1 = fc_bias.const_data_ptr<float>();
+  const float *w2 = cls_weight.const_data_ptr<float>(), *b2 = cls_bias.const_data_ptr<float>();
+  const int64_t w1r = fc_weight.stride(0), w1c = fc_weight.stride(1), w2r = cls_weight.stride(0),
+                w2c = cls_weight.stride(1), b1s = fc_bias.stride(0), b2s = cls_bias.stride(0);
+  const float* pf = f.const_data_ptr<float>();
+  const int64_t fn = f.stride(0), fc = f.stride(1), fh = f.stride(2), fw = f.stride(3), W = f.size(3);
+  float* po = out.mutable_data_ptr<float>();
+  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+    std::vector<double> m(C), h(F);
+    for (int64_t n = n0; n < n1; ++n) {
+      std::fill(m.begin(), m.end(), 0.0);
+      for (int64_t p = 0; p < HW; ++p) {
+        const float* row = pf + n * fn + (p / W) * fh + (p % W) * fw;
+        for (int64_t c = 0; c < C; ++c) m[c] += row[c * fc];
+      }
+      for (int64_t c = 0; c < C; ++c) m[c] = static_cast<float>(m[c] / static_cast<double>(HW));
+      for (int64_t j = 0; j < F; ++j) {
+        double acc = b1[j * b1s];
+        for (int64_t c = 0; c < C; ++c) acc += static_cast<double>(w1[j * w1r + c * w1c]) * m[c];
+        h[j] = static_cast<float>(act_forward(a, acc));
+      }
+      float* o = po + n * (pre_logits ? F : K);
+      if (pre_logits) {
+        for (int64_t j = 0; j < F; ++j) o[j] = static_cast<float>(h[j]);
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        double acc = b2[k * b2s];
+        for (int64_t j = 0; j < F; ++j) acc += static_cast<double>(w2[k * w2r + j * w2c]) * h[j];
+        o[k] = static_cast<float>(acc);
+      }
+    }
+  });
+  return out;
+}
+
 TORCH_LIBRARY_FRAGMENT(yyfast, m) {
+  m.def(
+      "head_eval(Tensor features, Tensor fc_weight, Tensor fc_bias, Tensor cls_weight, Tensor cls_bias, str act, "
+      "bool pre_logits=False) -> Tensor");
   m.def("yynet_features_eval(Tensor x, Tensor?[] weights, int[] plan, float[] fusion, str act, str gate) -> Tensor");
   m.def(
       "yynet_eval(Tensor x, Tensor?[] weights, int[] plan, float[] fusion, str act, str gate, Tensor fc_weight, "
@@ -220,6 +323,7 @@ TORCH_LIBRARY_FRAGMENT(yyfast, m) {
 TORCH_LIBRARY_IMPL(yyfast, CPU, m) {
   m.impl("yynet_features_eval", &yynet_features_eval_cpu);
   m.impl("yynet_eval", &yynet_eval_cpu);
+  m.impl("head_eval", &head_eval_cpu);
 }
 
 }  // namespace yyfast

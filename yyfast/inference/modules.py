@@ -456,6 +456,13 @@ class InferenceYYNet(TimmInfo, nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool -> fc -> act (``pre_logits=True`` stops here) -> classifier (dropout is off in eval)."""
         with torch.no_grad():
+            # tracing first: under torch.onnx's tracer even x.dim() records a node (an internal assert then)
+            if (not torch.jit.is_tracing() and not torch.compiler.is_compiling() and x.device.type == "cpu"
+                    and x.dtype == torch.float32 and x.dim() == 4 and whole_forward.available()
+                    and all(_plain_linear(m) for m in (self.fc, self.classifier))):
+                # one C++ call (yyfast::head_eval, what the one-call forward runs too: the same bits)
+                return torch.ops.yyfast.head_eval(x, self.fc.weight, self.fc.bias, self.classifier.weight,
+                                                  self.classifier.bias, self.config.act, pre_logits)
             h = activations.act(self.config.act)(self.fc(x.mean(dim=(2, 3))))
             return h if pre_logits else self.classifier(h)
 
