@@ -234,16 +234,9 @@ at::Tensor yynet_eval_cpu(const at::Tensor& x, const c10::List<c10::optional<at:
                           std::vector<int64_t> plan, std::vector<double> fusion, std::string act, std::string gate,
                           const at::Tensor& fc_weight, const at::Tensor& fc_bias, const at::Tensor& cls_weight,
                           const at::Tensor& cls_bias) {
-  const at::Tensor f = yynet_features_eval_cpu(x, weights, plan, fusion, act, gate);
-  const int64_t C = f.size(1);
-  TORCH_CHECK(
-      fc_weight.dim() == 2 && fc_weight.size(1) == C && fc_bias.dim() == 1 && fc_bias.size(0) == fc_weight.size(0), kOp,
-      ": fc_weight must be (F, ", C, ") and fc_bias (F), got ", fc_weight.sizes(), " and ", fc_bias.sizes());
-  TORCH_CHECK(cls_weight.dim() == 2 && cls_weight.size(1) == fc_weight.size(0) && cls_bias.dim() == 1 &&
-                  cls_bias.size(0) == cls_weight.size(0),
-              kOp, ": cls_weight must be (classes, ", fc_weight.size(0), ") and cls_bias (classes), got ",
-              cls_weight.sizes(), " and ", cls_bias.sizes());
-  return head_eval_cpu(f, fc_weight, fc_bias, cls_weight, cls_bias, act, false);
+  // head_eval checks the head's weights (its errors name it)
+  return head_eval_cpu(yynet_features_eval_cpu(x, weights, plan, fusion, act, gate), fc_weight, fc_bias, cls_weight,
+                       cls_bias, act, false);
 }
 
 }  // namespace
