@@ -261,18 +261,20 @@ void max_pool_rows(const Block& B, const float* xn, float* p, int64_t o0, int64_
     }
 }
 
+// The shortcut conv's input for output rows [o0, o1) of one sample, (o1-o0)*Wo x Cin: at stride 1 the
+// output rows' own input rows, else their max pool (in this thread's buffer).
+const float* shortcut_input(const Block& B, const float* xn, int64_t o0, int64_t o1) {
+  if (B.g.stride == 1) return xn + o0 * B.g.w * B.cin;
+  float* p = grow(scratch().pool, (o1 - o0) * B.g.wo * B.cin);
+  max_pool_rows(B, xn, p, o0, o1);
+  return p;
+}
+
 // The shortcut's rows [o0, o1) of one sample, (o1-o0)*Wo x Cout, in this thread's buffer.
 const float* shortcut_rows(const Block& B, const float* xn, int64_t o0, int64_t o1) {
   const int64_t rows = (o1 - o0) * B.g.wo;
-  Scratch& S = scratch();
-  const float* src = xn + o0 * B.g.w * B.cin;  // stride 1: the output rows' own input rows
-  if (B.g.stride != 1) {
-    float* p = grow(S.pool, rows * B.cin);
-    max_pool_rows(B, xn, p, o0, o1);
-    src = p;
-  }
-  float* t = grow(S.sc, rows * B.cout);
-  gemm(src, B.wsc, t, rows, B.cin, B.cout);
+  float* t = grow(scratch().sc, rows * B.cout);
+  gemm(shortcut_input(B, xn, o0, o1), B.wsc, t, rows, B.cin, B.cout);
   return t;
 }
 
@@ -283,15 +285,8 @@ void project_rows(const Block& B, const float* xn, const float* z, const float* 
   if (B.own_gemm) {  // one pass: z @ ws (+ pool(x) @ Wsc) + bp (+ residual)
     GemmArgs a{};
     a.a = z + o0 * B.g.wo * B.ce, a.lda = B.ce, a.b = ws, a.ldb = B.cout, a.k = B.ce;
-    if (B.wsc.p != nullptr) {
-      const float* src = xn + o0 * B.g.w * B.cin;  // stride 1: the output rows' own input rows
-      if (B.g.stride != 1) {
-        float* p = grow(scratch().pool, rows * B.cin);
-        max_pool_rows(B, xn, p, o0, o1);
-        src = p;
-      }
-      a.a2 = src, a.lda2 = B.cin, a.b2 = B.wsc_rm, a.ldb2 = B.cout, a.k2 = B.cin;
-    }
+    if (B.wsc.p != nullptr)
+      a.a2 = shortcut_input(B, xn, o0, o1), a.lda2 = B.cin, a.b2 = B.wsc_rm, a.ldb2 = B.cout, a.k2 = B.cin;
     a.bias = B.bp, a.act = -1, a.add = res != nullptr ? res + off : nullptr, a.ldadd = B.cout;
     a.c = out + off, a.ldc = B.cout, a.m = rows, a.n = B.cout;
     return B.K->gemm(a);
@@ -441,14 +436,13 @@ at::Tensor mbconv_eval_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
     res = r.contiguous(at::MemoryFormat::ChannelsLast);
   }
   at::Tensor out = at::empty({N, Cout, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const SpanCpuKernels& K = span_cpu_kernels();
   const float* dw = wd.p;
   if (wd.transposed()) {  // the conv's own (Ce, 9) weights: the kernel reads (9, Ce) channel vectors
     float* t = grow(scratch().dw, 9 * Ce);
-    for (int64_t k = 0; k < Ce; ++k)
-      for (int64_t tap = 0; tap < 9; ++tap) t[tap * Ce + k] = wd.p[k * 9 + tap];
+    K.transpose_scale(wd.p, nullptr, t, Ce, 9);
     dw = t;
   }
-  const SpanCpuKernels& K = span_cpu_kernels();
   const bool own_gemm = Ce % K.lanes == 0 && Cout % K.lanes == 0;
   const float *we_rm = we.p, *wsc_rm = wsc.p;
   if (own_gemm && (we.transposed() || (own_shortcut && wsc.transposed()))) {

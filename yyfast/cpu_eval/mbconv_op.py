@@ -92,14 +92,13 @@ def gemm_layout(block: nn.Module) -> None:
     reads them as they are; a weight in the usual layout (after ``p.data = t`` or ``model.to(...)``) is
     transposed once a call instead (csrc/cpu/mbconv_eval.cpp). Values, shapes and every PyTorch route
     are unchanged (F.conv2d and oneDNN take any strides)."""
-    convs = [block.expand, block.project]
-    short = block.shortcut[1] if isinstance(block.shortcut, nn.Sequential) and len(block.shortcut) == 2 else (
-        block.shortcut)
-    if shortcut_weights(block.shortcut, block.span.stride) is not None:
-        convs.append(short)
-    for conv in convs:
-        if conv.weight.dim() == 4 and tuple(conv.weight.shape[2:]) == (1, 1):
-            conv.weight.data = gemm_b(conv.weight.detach())
+    weights = [block.expand.weight, block.project.weight]
+    shortcut = shortcut_weights(block.shortcut, block.span.stride)  # a 1x1 conv the op computes itself
+    if shortcut is not None:
+        weights.append(shortcut[0])
+    for w in weights:
+        if w.dim() == 4 and tuple(w.shape[2:]) == (1, 1):
+            w.data = gemm_b(w.detach())
 
 
 def gemm_b(w: torch.Tensor) -> torch.Tensor:
